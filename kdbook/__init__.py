@@ -1,0 +1,26 @@
+"""Companion library of *Response-Based Knowledge Distillation: an executable textbook*.
+
+The chapters import from here what they do not teach; what a chapter teaches it
+writes out in the notebook first and then compares with the tested version here.
+
+Modules, in the order data flows through them:
+
+- :mod:`kdbook.settings`   profiles (quick/full), device, where results and caches live
+- :mod:`kdbook.losses`     the distillation losses, soft targets, label smoothing
+- :mod:`kdbook.theory`     sympy objects and identities the chapters derive
+- :mod:`kdbook.data`       CIFAR-10 (torchvision or an offline ImageFolder copy), tensor loader
+- :mod:`kdbook.models`     teacher and student CNNs
+- :mod:`kdbook.train`      one training loop for CE, label smoothing and KD; checkpoints
+- :mod:`kdbook.trainer`    the source text's ``DistillationTrainer``, done right
+- :mod:`kdbook.analysis`   ``analyze_dark_knowledge``: entropies and top-k of soft targets
+"""
+
+__version__ = "0.1.0"
+
+from kdbook.losses import (  # noqa: F401  (re-exported: the public API)
+    ResponseDistillationLoss,
+    SoftLabelDistillationLoss,
+    distillation_loss,
+    soft_distillation_loss,
+    soft_targets,
+)

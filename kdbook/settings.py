@@ -1,0 +1,127 @@
+"""Run profiles, the training device, and where the library keeps its files.
+
+Two profiles run the same code at two sizes:
+
+- ``full``: the real experiment (the default where CUDA is available);
+- ``quick``: a small stratified subset of CIFAR-10 for CPUs and tests (the default
+  without CUDA, and always under pytest, so the test suite never starts a full run).
+
+``KDBOOK_PROFILE=quick|full`` overrides the default outside pytest.
+``KDBOOK_DEVICE`` picks the device (``cpu``, ``cuda``, ``cuda:1``...).
+``KDBOOK_HOME`` is the folder for caches, checkpoints and results (point it at
+Google Drive in Colab so that a disconnect loses nothing); default ``~/.cache/kdbook``.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+PROFILES = ("quick", "full")
+
+
+def under_pytest() -> bool:
+    """True inside a pytest run, including notebook kernels that nbval starts
+    (they inherit ``PYTEST_CURRENT_TEST`` from the test that launched them)."""
+    return "PYTEST_CURRENT_TEST" in os.environ
+
+
+def profile() -> str:
+    """The active profile name: ``quick`` or ``full``."""
+    if under_pytest():
+        return "quick"
+    requested = os.environ.get("KDBOOK_PROFILE", "").strip()
+    if requested:
+        if requested not in PROFILES:
+            raise ValueError(
+                f"KDBOOK_PROFILE={requested!r} is not a profile; allowed values: {', '.join(PROFILES)}"
+            )
+        return requested
+    return "full" if torch.cuda.is_available() else "quick"
+
+
+def device() -> torch.device:
+    """The training device: ``KDBOOK_DEVICE`` if set, else CUDA when available, else CPU."""
+    requested = os.environ.get("KDBOOK_DEVICE", "").strip()
+    if requested:
+        try:
+            dev = torch.device(requested)
+        except RuntimeError as err:
+            raise ValueError(
+                f"KDBOOK_DEVICE={requested!r} is not a torch device; use e.g. 'cpu' or 'cuda'"
+            ) from err
+        if dev.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"KDBOOK_DEVICE={requested!r} but CUDA is not available here; use 'cpu'")
+        return dev
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def describe_device(dev: torch.device | str | None = None) -> str:
+    """A short human description, e.g. ``cpu (2 threads, x86_64)`` or ``cuda (NVIDIA H200)``."""
+    dev = torch.device(dev) if dev is not None else device()
+    if dev.type == "cuda":
+        return f"cuda ({torch.cuda.get_device_name(dev)})"
+    return f"cpu ({torch.get_num_threads()} threads, {platform.machine()})"
+
+
+def home() -> Path:
+    """Root folder for caches, checkpoints and results (``KDBOOK_HOME``)."""
+    root = os.environ.get("KDBOOK_HOME", "").strip()
+    path = Path(root).expanduser() if root else Path.home() / ".cache" / "kdbook"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def subdir(name: str) -> Path:
+    """A named folder under :func:`home` (``data``, ``checkpoints``, ``results``...)."""
+    path = home() / name
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+@dataclass(frozen=True)
+class RunStamp:
+    """What every result carries: which profile, device and data produced it, and how long it took."""
+
+    profile: str
+    device: str
+    data: str
+    wall_s: float
+    torch_version: str = torch.__version__
+
+    def line(self) -> str:
+        return (
+            f"profile={self.profile} | device={self.device} | data={self.data} | "
+            f"wall time {self.wall_s:.1f} s | torch {self.torch_version}"
+        )
+
+
+class Stopwatch:
+    """Times a block and builds its :class:`RunStamp`::
+
+        with Stopwatch(data=cifar.source) as sw:
+            ...train...
+        print(sw.stamp.line())
+    """
+
+    def __init__(self, data: str, dev: torch.device | str | None = None):
+        self.data = data
+        self.dev = dev
+        self.stamp: RunStamp | None = None
+
+    def __enter__(self) -> "Stopwatch":
+        self._t0 = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stamp = RunStamp(
+            profile=profile(),
+            device=describe_device(self.dev),
+            data=self.data,
+            wall_s=time.perf_counter() - self._t0,
+        )
