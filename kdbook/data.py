@@ -25,6 +25,7 @@ import torch
 from torch import Tensor
 
 from kdbook import settings
+from kdbook.files import atomic_write
 
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 # Per-channel statistics of the CIFAR-10 training set, used to normalise inputs.
@@ -211,7 +212,9 @@ def _signature(found: _Found) -> str:
     else:
         for split in ("train", "test"):
             for folder in _class_folders(found.path / split):
-                parts.append(f"{split}/{folder.name}:{len(os.listdir(folder))}")
+                entries = list(os.scandir(folder))
+                size = sum(e.stat().st_size for e in entries)
+                parts.append(f"{split}/{folder.name}:{len(entries)}:{size}")
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
 
 
@@ -247,9 +250,8 @@ def _load_cache(file: Path) -> dict[str, np.ndarray]:
 
 def _save_cache(file: Path, arrays: dict[str, np.ndarray], description: str) -> None:
     meta = json.dumps({"crc32": _checksums(arrays), "source": description, "format": CACHE_FORMAT})
-    tmp = file.with_name(file.name + ".partial.npz")
-    np.savez(tmp, meta=np.array(meta), **arrays)
-    os.replace(tmp, file)  # atomic: a crash leaves the old file or none, never half a file
+    with atomic_write(file) as handle:
+        np.savez(handle, meta=np.array(meta), **arrays)
 
 
 def load_cifar10(root: str | os.PathLike | None = None, *, cache: bool = True) -> CIFAR10:

@@ -14,6 +14,7 @@ import math
 import os
 import random
 import time
+from numbers import Real
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from kdbook.data import Batch, TensorLoader
+from kdbook.files import atomic_write
 from kdbook.losses import check_alpha, check_temperature, distillation_loss_parts
 
 OPTIMIZERS = ("sgd", "adam")
@@ -51,6 +53,11 @@ class TrainConfig:
     seed: int = 0
 
     def __post_init__(self):
+        for name in ("lr", "momentum", "weight_decay", "warmup_fraction", "label_smoothing",
+                     "temperature", "alpha"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, Real):
+                raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
         choices = {"method": METHODS, "optimizer": OPTIMIZERS, "schedule": SCHEDULES}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
@@ -115,6 +122,16 @@ class CachedTeacher:
     def to(self, device) -> "CachedTeacher":
         self.logits = self.logits.to(device)
         return self
+
+    def check_covers(self, loader: TensorLoader) -> None:
+        """Raises unless every sample the loader yields has a row here."""
+        largest = int(loader.indices.max())
+        if largest >= len(self.logits):
+            raise ValueError(
+                f"the loader yields sample index {largest} but the cached teacher has "
+                f"{len(self.logits)} rows: cache logits for the full array the loader indexes "
+                "(batch.indices are positions in it, not in the subset)"
+            )
 
     def __call__(self, batch: Batch) -> Tensor:
         if self.logits.dim() == 2:
@@ -261,10 +278,9 @@ class History:
 
 
 def save_checkpoint(path: Path, **state) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".partial")
-    torch.save(state, tmp)
-    os.replace(tmp, path)  # atomic: an interrupted save never replaces a good checkpoint
+    """Saves atomically: an interrupted save never replaces a good checkpoint."""
+    with atomic_write(path) as handle:
+        torch.save(state, handle)
 
 
 def fit(
@@ -287,6 +303,8 @@ def fit(
     teacher = as_teacher(teacher)
     if (config.method == "kd") != (teacher is not None):
         raise ValueError(f"method={config.method!r} {'needs' if config.method == 'kd' else 'takes no'} teacher")
+    if isinstance(teacher, CachedTeacher):
+        teacher.check_covers(train_loader)
     optimizer = make_optimizer(model, config)
     scheduler = make_scheduler(optimizer, len(train_loader), config)
     history, start = History(), 0

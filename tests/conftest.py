@@ -8,22 +8,19 @@ Environment:
 - ``KDBOOK_DATA`` points at the data (CI sets it; locally e.g. ``/work/data``).
 - ``KDBOOK_HOME`` is left alone: if it is set the decoded-array cache lives there,
   otherwise in the library's default (the user cache), so it is reused across runs.
-- ``KDBOOK_PROFILE`` defaults to ``quick`` here, so notebook kernels started by nbval
-  (which inherit this environment) run the quick profile too.
+- ``KDBOOK_PROFILE`` is set to ``quick`` by the root ``conftest.py``, so notebook
+  kernels started by nbval (which inherit this environment) run the quick profile too.
 """
 
 from __future__ import annotations
 
-import os
+from dataclasses import dataclass
 
-os.environ.setdefault("KDBOOK_PROFILE", "quick")
+import pytest
+import torch
 
-from dataclasses import dataclass  # noqa: E402
+from kdbook.data import CIFAR10, TensorLoader, load_cifar10, stratified_subset
 
-import pytest  # noqa: E402
-import torch  # noqa: E402
-
-from kdbook.data import CIFAR10, TensorLoader, load_cifar10, stratified_subset  # noqa: E402
 
 TRAIN_PER_CLASS = 20
 TEST_PER_CLASS = 10

@@ -15,7 +15,15 @@ import torch.nn.functional as F
 from PIL import Image
 
 from kdbook import data, settings
-from kdbook.data import CLASSES, MEAN, STD, TensorLoader, jpeg_quality, load_cifar10, stratified_subset
+from kdbook.data import (
+    CLASSES,
+    MEAN,
+    STD,
+    TensorLoader,
+    jpeg_quality,
+    load_cifar10,
+    stratified_subset,
+)
 
 # -----------------------------------------------------------------------------
 # Loading.
@@ -59,7 +67,7 @@ def test_shared_copy_is_jpeg_q75(cifar):
         pytest.skip(f"KDBOOK_DATA is not the shared JPEG q75 copy ({cifar.location})")
     assert "JPEG q75" in cifar.source
     for split, cls in (("train", "cat"), ("test", "truck")):
-        first = sorted((Path(cifar.location) / split / cls).iterdir())[0]
+        first = min((Path(cifar.location) / split / cls).iterdir())
         assert jpeg_quality(first) == 75
 
 
@@ -232,6 +240,53 @@ def test_cache_wrong_shape_is_detected(tmp_path, small_arrays):
     data._save_cache(file, bad, "test arrays")
     with pytest.raises(ValueError, match="train_labels"):
         data._load_cache(file)
+
+
+def test_concurrent_cache_writers_do_not_collide(tmp_path, small_arrays, monkeypatch):
+    """Two processes that decode at the same time (e.g. notebooks run in parallel by
+    nbval under pytest-xdist, on a cold cache) both save the cache. Simulated here
+    deterministically: writer B saves completely between writer A's write of its
+    temporary file and A's rename. Each writer must use its own temporary file."""
+    file = tmp_path / "cache.npz"
+    real_savez = np.savez
+    nested = []
+
+    def savez(path, *args, **kwargs):
+        real_savez(path, *args, **kwargs)  # writer A has written its temporary file...
+        if not nested:
+            nested.append(path)
+            data._save_cache(file, small_arrays, "writer B")  # ...and B runs in between
+
+    monkeypatch.setattr(data.np, "savez", savez)
+    data._save_cache(file, small_arrays, "writer A")
+    loaded = data._load_cache(file)
+    np.testing.assert_array_equal(loaded["train_images"], small_arrays["train_images"])
+    assert [p.name for p in tmp_path.iterdir()] == ["cache.npz"]
+
+
+def _tiny_imagefolder(root: Path, quality: int) -> Path:
+    rng = np.random.default_rng(0)
+    for split in ("train", "test"):
+        for name in CLASSES:
+            folder = root / split / name
+            folder.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(
+                folder / "0000.jpg", quality=quality)
+    return root
+
+
+def test_cache_signature_changes_when_the_files_change(tmp_path):
+    """The cache key must change when the source files are replaced in place (e.g. the
+    copy re-exported at another JPEG quality): otherwise the old decoded arrays are
+    served while ``source`` already describes the new files."""
+    root = _tiny_imagefolder(tmp_path / "copy", quality=75)
+    found = data._detect(root)
+    before = data._signature(found)
+    assert data._signature(found) == before  # stable for unchanged files
+    assert data._describe(found) == "CIFAR-10, JPEG q75 copy"
+    _tiny_imagefolder(root, quality=30)  # same names, same counts, other bytes
+    assert data._describe(found) == "CIFAR-10, JPEG q30 copy"
+    assert data._signature(found) != before
 
 
 def test_damaged_cache_is_rebuilt(cifar, tmp_path, monkeypatch, capsys):
@@ -424,7 +479,10 @@ def _same(a, b):
 
 def test_batches_depend_only_on_seed_and_epoch(few):
     images, labels = few
-    make = lambda seed: TensorLoader(images, labels, 16, shuffle=True, augment=True, seed=seed)  # noqa: E731
+
+    def make(seed):
+        return TensorLoader(images, labels, 16, shuffle=True, augment=True, seed=seed)
+
     loader = make(0)
     epoch1 = _epoch(loader, 1)
     _epoch(loader, 2)

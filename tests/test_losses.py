@@ -3,6 +3,7 @@ gradients, input checks, numerical stability and teacher isolation."""
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -145,7 +146,7 @@ def test_soft_targets_is_tempered_softmax():
         np.testing.assert_allclose(soft_targets(zs, T).numpy(), expected, rtol=1e-12)
     # Higher temperature flattens: the largest probability never grows with T.
     maxima = [soft_targets(zs, T).max(1).values for T in TEMPERATURES]
-    for lower, higher in zip(maxima, maxima[1:]):
+    for lower, higher in itertools.pairwise(maxima):
         assert (higher <= lower + 1e-12).all()
 
 
@@ -217,7 +218,7 @@ def test_full_loss_gradient_closed_form(T, alpha):
 
 def _good():
     zs, zt, y = random_case(seed=71, n=4, c=5, dtype=torch.float32)
-    return dict(student_logits=zs, teacher_logits=zt, labels=y, temperature=4.0, alpha=0.5)
+    return {"student_logits": zs, "teacher_logits": zt, "labels": y, "temperature": 4.0, "alpha": 0.5}
 
 
 def _probs(rows):
@@ -277,9 +278,22 @@ BAD_INPUTS = [
 ]
 
 
+def _describe(value) -> str:
+    """A stable test id for an argument value (no random numbers in ids: pytest-xdist
+    workers must collect the same ids)."""
+    if isinstance(value, torch.Tensor):
+        kind = "probs" if value.is_floating_point() and value.dim() == 2 and bool((value >= 0).all()) else "tensor"
+        return f"{kind}{list(value.shape)}{str(value.dtype).removeprefix('torch.')}"
+    if isinstance(value, np.ndarray):
+        return f"ndarray{list(value.shape)}"
+    if isinstance(value, list):
+        return "list"
+    return repr(value)
+
+
 def _case_id(case):
     changes, exc, name = case
-    return f"{name}-{exc.__name__}-" + ",".join(f"{k}={str(v)[:12]!s}" for k, v in changes.items()).replace(" ", "")
+    return f"{name}-{exc.__name__}-" + ",".join(f"{k}={_describe(v)}" for k, v in changes.items())
 
 
 @pytest.mark.parametrize("changes, exc, name", BAD_INPUTS, ids=[_case_id(c) for c in BAD_INPUTS])

@@ -1,0 +1,127 @@
+"""kdbook.settings (profiles, device, home, run stamps) and kdbook.models."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import kdbook
+from kdbook import settings
+from kdbook.models import StudentCNN, TeacherNet, count_parameters
+
+# -----------------------------------------------------------------------------
+# Settings.
+
+
+def test_profile_is_quick_under_pytest(monkeypatch):
+    assert settings.under_pytest()
+    for value in ("full", "quick", "bogus", ""):
+        monkeypatch.setenv("KDBOOK_PROFILE", value)
+        assert settings.profile() == "quick"
+
+
+def test_profile_outside_pytest(monkeypatch):
+    monkeypatch.delenv("PYTEST_CURRENT_TEST")
+    assert not settings.under_pytest()
+    for value in ("quick", "full", " full "):
+        monkeypatch.setenv("KDBOOK_PROFILE", value)
+        assert settings.profile() == value.strip()
+    monkeypatch.setenv("KDBOOK_PROFILE", "bogus")
+    with pytest.raises(ValueError, match="KDBOOK_PROFILE") as info:
+        settings.profile()
+    assert "'bogus'" in str(info.value) and "quick" in str(info.value) and "full" in str(info.value)
+    monkeypatch.delenv("KDBOOK_PROFILE")
+    assert settings.profile() == ("full" if torch.cuda.is_available() else "quick")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_cuda_device_without_cuda_raises(monkeypatch):
+    monkeypatch.setenv("KDBOOK_DEVICE", "cuda")
+    with pytest.raises(ValueError, match="KDBOOK_DEVICE"):
+        settings.device()
+
+
+def test_device(monkeypatch):
+    monkeypatch.setenv("KDBOOK_DEVICE", "cpu")
+    assert settings.device() == torch.device("cpu")
+    monkeypatch.setenv("KDBOOK_DEVICE", "no-such-device")
+    with pytest.raises(ValueError, match="KDBOOK_DEVICE"):
+        settings.device()
+    monkeypatch.delenv("KDBOOK_DEVICE")
+    assert settings.device().type == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert settings.describe_device("cpu").startswith("cpu (")
+
+
+def test_home_honours_kdbook_home(tmp_path, monkeypatch):
+    target = tmp_path / "nested" / "home"
+    monkeypatch.setenv("KDBOOK_HOME", str(target))
+    assert settings.home() == target and target.is_dir()
+    assert settings.subdir("results") == target / "results" and (target / "results").is_dir()
+    monkeypatch.setenv("KDBOOK_HOME", "")
+    monkeypatch.setenv("HOME", str(tmp_path / "user"))
+    assert settings.home() == tmp_path / "user" / ".cache" / "kdbook"
+
+
+def test_stopwatch_stamp(monkeypatch):
+    monkeypatch.setenv("KDBOOK_DEVICE", "cpu")
+    with settings.Stopwatch(data="CIFAR-10, test copy") as sw:
+        assert sw.stamp is None
+        sum(range(1000))
+    stamp = sw.stamp
+    assert stamp.profile == "quick" and stamp.data == "CIFAR-10, test copy"
+    assert stamp.device.startswith("cpu") and stamp.wall_s >= 0
+    line = stamp.line()
+    for part in ("profile=quick", "device=cpu", "data=CIFAR-10, test copy", "wall time", "s |",
+                 f"torch {torch.__version__}"):
+        assert part in line, part
+
+
+def test_public_api():
+    for name in ("ResponseDistillationLoss", "SoftLabelDistillationLoss", "distillation_loss",
+                 "soft_distillation_loss", "soft_targets"):
+        assert callable(getattr(kdbook, name))
+    assert isinstance(kdbook.__version__, str)
+
+
+# -----------------------------------------------------------------------------
+# Models.
+
+
+@pytest.mark.parametrize("width, depth", [(4, 1), (4, 2), (8, 1)])
+def test_student_output_shape(width, depth):
+    model = StudentCNN(width=width, depth=depth)
+    assert model(torch.randn(3, 3, 32, 32)).shape == (3, 10)
+    assert StudentCNN(width=width, depth=depth, num_classes=7)(torch.randn(2, 3, 32, 32)).shape == (2, 7)
+
+
+def test_student_size_grows_with_width_and_depth():
+    sizes = {(w, d): count_parameters(StudentCNN(width=w, depth=d)) for w in (4, 8, 16) for d in (1, 2)}
+    for d in (1, 2):
+        assert sizes[(4, d)] < sizes[(8, d)] < sizes[(16, d)]
+    for w in (4, 8, 16):
+        assert sizes[(w, 1)] < sizes[(w, 2)]
+
+
+@pytest.mark.parametrize("kwargs, name", [
+    ({"width": 0}, "width"), ({"width": -1}, "width"), ({"width": 2.0}, "width"), ({"width": True}, "width"),
+    ({"depth": 0}, "depth"), ({"depth": 1.5}, "depth"),
+])
+def test_student_bad_arguments(kwargs, name):
+    with pytest.raises(ValueError, match=name):
+        StudentCNN(**kwargs)
+
+
+def test_teacher_output_shape_and_size():
+    small = TeacherNet(widths=(8, 16, 16), stem=8)
+    assert small(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+    big = TeacherNet()
+    assert big.eval()(torch.randn(1, 3, 32, 32)).shape == (1, 10)
+    assert count_parameters(big) == pytest.approx(1.97e6, rel=0.01)  # "about 1.97M parameters"
+    assert count_parameters(big) > 50 * count_parameters(StudentCNN(width=4))
+
+
+def test_count_parameters_ignores_frozen():
+    model = StudentCNN(width=4)
+    total = count_parameters(model)
+    model.head.weight.requires_grad_(False)
+    assert count_parameters(model) == total - model.head.weight.numel()
