@@ -50,6 +50,7 @@ class TrainConfig:
     temperature: float = 4.0  # KD only
     alpha: float = 0.5  # KD only: weight of the hard (ground-truth) term
     amp: bool = False  # bfloat16 autocast (CUDA or CPU)
+    channels_last: bool = False  # NHWC memory layout (faster convolutions with amp on CPU and GPU)
     seed: int = 0
 
     def __post_init__(self):
@@ -175,10 +176,11 @@ def train_epoch(model, loader, optimizer, scheduler, config, teacher=None, progr
     device = next(model.parameters()).device
     totals: dict[str, float] = {}
     seen = correct = 0
+    layout = torch.channels_last if config.channels_last else torch.contiguous_format
     for batch in tqdm(loader, desc=desc, leave=False, disable=not progress):
         teacher_logits = teacher(batch) if teacher is not None else None
         with autocast(device, config.amp):
-            logits = model(batch.images)
+            logits = model(batch.images.contiguous(memory_format=layout))
         parts = batch_losses(logits, batch.labels, config, teacher_logits)
         if not torch.isfinite(parts["loss"]):
             raise FloatingPointError(f"loss became {parts['loss'].item()} ({config.describe()})")
@@ -305,6 +307,8 @@ def fit(
         raise ValueError(f"method={config.method!r} {'needs' if config.method == 'kd' else 'takes no'} teacher")
     if isinstance(teacher, CachedTeacher):
         teacher.check_covers(train_loader)
+    if config.channels_last:
+        model.to(memory_format=torch.channels_last)
     optimizer = make_optimizer(model, config)
     scheduler = make_scheduler(optimizer, len(train_loader), config)
     history, start = History(), 0
