@@ -40,7 +40,7 @@ class TeacherRecipe:
     widths: tuple[int, int, int] = (64, 256, 256)
     batch_size: int = 512  # examples per optimiser step
     train: TrainConfig = field(default_factory=lambda: TrainConfig(
-        epochs=18,
+        epochs=24,
         lr=0.2,  # peak learning rate for batch 512 (SGD, Nesterov momentum 0.9)
         weight_decay=5e-4,
         warmup_fraction=0.15,
