@@ -10,6 +10,7 @@ Two profiles run the same code at two sizes:
 ``KDBOOK_DEVICE`` picks the device (``cpu``, ``cuda``, ``cuda:1``...).
 ``KDBOOK_HOME`` is the folder for caches, checkpoints and results (point it at
 Google Drive in Colab so that a disconnect loses nothing); default ``~/.cache/kdbook``.
+``KDBOOK_RESULTS`` overrides where experiment results go (default ``$KDBOOK_HOME/results``).
 """
 
 from __future__ import annotations
@@ -80,6 +81,16 @@ def home() -> Path:
 def subdir(name: str) -> Path:
     """A named folder under :func:`home` (``data``, ``checkpoints``, ``results``...)."""
     path = home() / name
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def results_dir() -> Path:
+    """Where experiment results and derived weights go: ``KDBOOK_RESULTS`` if set, else
+    ``$KDBOOK_HOME/results`` (the book's full-profile results are committed under
+    ``results/`` in the repository: run sweeps with ``KDBOOK_RESULTS=results``)."""
+    root = os.environ.get("KDBOOK_RESULTS", "").strip()
+    path = Path(root).expanduser() if root else subdir("results")
     path.mkdir(parents=True, exist_ok=True)
     return path
 

@@ -13,6 +13,7 @@ when present and otherwise a small stand-in trained in about a minute on a subse
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import json
 import subprocess
@@ -73,8 +74,10 @@ def _loaders(cifar: CIFAR10, batch_size: int, device, seed: int, train_idx=None,
 
 
 def train_teacher(recipe: TeacherRecipe = RECIPE, *, device=None, stop_after: int | None = None,
-                  export: bool = True, progress: bool = True) -> dict | None:
-    """Trains (or resumes) the teacher; returns its provenance when finished, else None."""
+                  export: bool = True, progress: bool = True) -> tuple[TeacherNet | None, dict | None]:
+    """Trains (or resumes) a teacher; returns (model, provenance) when finished, else (None, None).
+
+    ``export`` writes the result as the shipped teacher (``kdbook/weights``)."""
     device = torch.device(device) if device is not None else settings.device()
     cifar = load_cifar10()
     train_loader, test_loader = _loaders(cifar, recipe.batch_size, device, recipe.train.seed)
@@ -86,7 +89,7 @@ def train_teacher(recipe: TeacherRecipe = RECIPE, *, device=None, stop_after: in
                   checkpoint=checkpoint, stop_after=stop_after, progress=progress)
     if len(history.epochs) < recipe.train.epochs:
         print(f"stopped after epoch {len(history.epochs)} of {recipe.train.epochs}; run again to resume")
-        return None
+        return None, None
     provenance = {
         "architecture": f"TeacherNet(widths={list(recipe.widths)})",
         "parameters": count_parameters(model),
@@ -104,30 +107,32 @@ def train_teacher(recipe: TeacherRecipe = RECIPE, *, device=None, stop_after: in
     }
     if export:
         export_teacher(model, provenance)
-    return provenance
+    return model, provenance
 
 
-def export_teacher(model: nn.Module, provenance: dict) -> None:
-    """Writes half-precision weights and the provenance record into ``kdbook/weights``."""
+def export_teacher(model: nn.Module, provenance: dict, weights_file: Path = WEIGHTS_FILE,
+                   provenance_file: Path = PROVENANCE_FILE) -> None:
+    """Writes half-precision weights and the provenance record (default: ``kdbook/weights``)."""
     state = {k: (v.half() if v.is_floating_point() else v) for k, v in model.state_dict().items()}
-    with atomic_write(WEIGHTS_FILE) as handle:
+    with atomic_write(weights_file) as handle:
         torch.save({k: v.cpu().contiguous() for k, v in state.items()}, handle)
-    provenance = {**provenance, "weights_sha256": hashlib.sha256(WEIGHTS_FILE.read_bytes()).hexdigest()}
-    with atomic_write(PROVENANCE_FILE) as handle:
+    provenance = {**provenance, "weights_sha256": hashlib.sha256(Path(weights_file).read_bytes()).hexdigest()}
+    with atomic_write(provenance_file) as handle:
         handle.write(json.dumps(provenance, indent=1).encode())
 
 
-def load_teacher(device=None) -> tuple[TeacherNet, dict]:
+def load_teacher(device=None, weights_file: Path = WEIGHTS_FILE,
+                 provenance_file: Path = PROVENANCE_FILE) -> tuple[TeacherNet, dict]:
     """The shipped teacher (float32, eval mode, frozen) and its provenance record."""
-    if not WEIGHTS_FILE.exists() or not PROVENANCE_FILE.exists():
+    if not Path(weights_file).exists() or not Path(provenance_file).exists():
         raise FileNotFoundError(
-            f"no shipped teacher weights at {WEIGHTS_FILE}; train them with `python -m kdbook.teacher`"
+            f"no teacher weights at {weights_file}; train them with `python -m kdbook.teacher`"
         )
-    provenance = json.loads(PROVENANCE_FILE.read_text())
-    if hashlib.sha256(WEIGHTS_FILE.read_bytes()).hexdigest() != provenance["weights_sha256"]:
-        raise ValueError(f"{WEIGHTS_FILE} does not match the checksum in {PROVENANCE_FILE}")
+    provenance = json.loads(Path(provenance_file).read_text())
+    if hashlib.sha256(Path(weights_file).read_bytes()).hexdigest() != provenance["weights_sha256"]:
+        raise ValueError(f"{weights_file} does not match the checksum in {provenance_file}")
     model = TeacherNet(tuple(provenance["recipe"]["widths"]))
-    state = torch.load(WEIGHTS_FILE, map_location="cpu", weights_only=True)
+    state = torch.load(weights_file, map_location="cpu", weights_only=True)
     model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
     model = model.to(device or settings.device()).eval()
     for p in model.parameters():
@@ -148,11 +153,13 @@ def describe_teacher(provenance: dict) -> str:
 STANDIN = dict(width=32, depth=2, per_class=200, epochs=12, lr=0.05, batch_size=128, seed=0)
 
 
-def standin_teacher(cifar: CIFAR10 | None = None, device=None) -> tuple[nn.Module, dict]:
+def standin_teacher(cifar: CIFAR10 | None = None, device=None,
+                    label_smoothing: float = 0.0) -> tuple[nn.Module, dict]:
     """A small CNN trained on a 200-per-class subset (about a minute on a CPU), cached."""
     device = torch.device(device) if device is not None else settings.device()
     cifar = cifar or load_cifar10()
-    key = hashlib.sha256(json.dumps({**STANDIN, "data": cifar.source}, sort_keys=True).encode()).hexdigest()[:12]
+    settings_ = {**STANDIN, "data": cifar.source, "label_smoothing": label_smoothing}
+    key = hashlib.sha256(json.dumps(settings_, sort_keys=True).encode()).hexdigest()[:12]
     path = settings.subdir("checkpoints") / f"standin-teacher-{key}.pt"
     seed_everything(STANDIN["seed"])
     model = StudentCNN(STANDIN["width"], STANDIN["depth"]).to(device)
@@ -164,10 +171,12 @@ def standin_teacher(cifar: CIFAR10 | None = None, device=None) -> tuple[nn.Modul
         train_idx = stratified_subset(cifar.train_labels, per_class=STANDIN["per_class"], seed=0)
         test_idx = stratified_subset(cifar.test_labels, per_class=100, seed=0)
         train, test = _loaders(cifar, STANDIN["batch_size"], device, 0, train_idx, test_idx)
-        config = TrainConfig(epochs=STANDIN["epochs"], lr=STANDIN["lr"], seed=STANDIN["seed"])
+        config = TrainConfig(epochs=STANDIN["epochs"], lr=STANDIN["lr"], seed=STANDIN["seed"],
+                             label_smoothing=label_smoothing)
         fit(model, train, config, progress=False)
+        smoothing = f" with label smoothing {label_smoothing:g}" if label_smoothing else ""
         info = {
-            "description": (f"stand-in teacher StudentCNN({STANDIN['width']}, {STANDIN['depth']}) trained on "
+            "description": (f"stand-in teacher StudentCNN({STANDIN['width']}, {STANDIN['depth']}){smoothing} trained on "
                             f"{10 * STANDIN['per_class']} images of {cifar.source} "
                             f"(test accuracy {evaluate(model, test)['accuracy']:.3f} on 1,000 test images)"),
             "standin": True,
@@ -192,6 +201,32 @@ def available_teacher(cifar: CIFAR10 | None = None, device=None) -> tuple[nn.Mod
                    "standin": False, **provenance}
 
 
+LS_EPSILON = 0.1  # label smoothing of the second teacher (Mueller et al. 2019 use 0.1)
+
+
+def ls_recipe() -> TeacherRecipe:
+    return dataclasses.replace(RECIPE, train=dataclasses.replace(RECIPE.train, label_smoothing=LS_EPSILON))
+
+
+def ls_teacher(cifar: CIFAR10 | None = None, device=None, *, train_if_missing: bool = True) -> tuple[nn.Module, dict]:
+    """The book's teacher recipe trained with label smoothing 0.1, kept in the results folder.
+
+    Training it takes as long as the book's teacher (a resumable run)."""
+    recipe = ls_recipe()
+    weights = settings.results_dir() / f"teacher-ls-{recipe.key()}.pt"
+    provenance_file = weights.with_suffix(".json")
+    if not weights.exists():
+        if not train_if_missing:
+            raise FileNotFoundError(f"no label-smoothing teacher at {weights}")
+        model, provenance = train_teacher(recipe, device=device, export=False)
+        if model is None:
+            raise RuntimeError("label-smoothing teacher training stopped early; run again to resume")
+        export_teacher(model, provenance, weights, provenance_file)
+    model, provenance = load_teacher(device, weights, provenance_file)
+    return model, {"description": f"teacher trained with label smoothing {LS_EPSILON}, " + describe_teacher(provenance),
+                   "standin": False, **provenance}
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description="Train (or resume) the book's teacher and ship its weights.")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: KDBOOK_DEVICE, else CUDA if available)")
@@ -204,8 +239,8 @@ def main(argv=None) -> None:
         recipe = TeacherRecipe(recipe.widths, recipe.batch_size,
                                TrainConfig(**{**asdict(recipe.train), "epochs": args.epochs}))
     with settings.Stopwatch("CIFAR-10 (see provenance)", args.device) as clock:
-        provenance = train_teacher(recipe, device=args.device, stop_after=args.stop_after,
-                                   export=not args.no_export)
+        _, provenance = train_teacher(recipe, device=args.device, stop_after=args.stop_after,
+                                      export=not args.no_export)
     if provenance is not None:
         print(describe_teacher(provenance))
     print(clock.stamp.line())

@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 
 from kdbook.data import Batch, TensorLoader
 from kdbook.files import atomic_write
-from kdbook.losses import check_alpha, check_temperature, distillation_loss_parts
+from kdbook.losses import check_alpha, check_temperature, distillation_loss_parts, soft_distillation_loss
 
 OPTIMIZERS = ("sgd", "adam")
 SCHEDULES = ("onecycle", "cosine", "constant")
@@ -160,22 +160,37 @@ def autocast(device: torch.device, enabled: bool):
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
 
 
+UNLABELLED = -1  # label of a training sample whose class is not given (KD only)
+
+
 def batch_losses(logits: Tensor, labels: Tensor, config: TrainConfig, teacher_logits: Tensor | None) -> dict[str, Tensor]:
-    """The loss of one batch and its parts, for the configured method."""
+    """The loss of one batch and its parts, for the configured method.
+
+    With KD, samples labelled :data:`UNLABELLED` contribute to the soft term only;
+    the hard term averages over the labelled samples of the batch."""
     logits = logits.float()
     if config.method == "ce":
         loss = F.cross_entropy(logits, labels, label_smoothing=config.label_smoothing)
         return {"loss": loss, "hard": loss}
-    return distillation_loss_parts(logits, teacher_logits, labels, config.temperature, config.alpha,
-                                   label_smoothing=config.label_smoothing)
+    labelled = labels != UNLABELLED
+    if bool(labelled.all()):
+        return distillation_loss_parts(logits, teacher_logits, labels, config.temperature, config.alpha,
+                                       label_smoothing=config.label_smoothing)
+    soft = soft_distillation_loss(logits, teacher_logits, config.temperature)
+    if bool(labelled.any()):
+        hard = F.cross_entropy(logits[labelled], labels[labelled], label_smoothing=config.label_smoothing)
+    else:
+        hard = torch.zeros((), device=logits.device)
+    return {"loss": config.alpha * hard + (1 - config.alpha) * soft, "hard": hard, "soft": soft}
 
 
 def train_epoch(model, loader, optimizer, scheduler, config, teacher=None, progress=True, desc="train") -> dict[str, float]:
-    """One pass over ``loader``; returns sample-weighted mean losses and training accuracy."""
+    """One pass over ``loader``; returns sample-weighted mean losses and the training
+    accuracy on the labelled samples (augmented, measured while training)."""
     model.train()
     device = next(model.parameters()).device
     totals: dict[str, float] = {}
-    seen = correct = 0
+    seen = seen_labelled = correct = 0
     layout = torch.channels_last if config.channels_last else torch.contiguous_format
     for batch in tqdm(loader, desc=desc, leave=False, disable=not progress):
         teacher_logits = teacher(batch) if teacher is not None else None
@@ -191,10 +206,12 @@ def train_epoch(model, loader, optimizer, scheduler, config, teacher=None, progr
             scheduler.step()
         n = len(batch.labels)
         seen += n
-        correct += int((logits.argmax(1) == batch.labels).sum())
+        labelled = batch.labels != UNLABELLED
+        seen_labelled += int(labelled.sum())
+        correct += int(((logits.argmax(1) == batch.labels) & labelled).sum())
         for k, v in parts.items():
             totals[k] = totals.get(k, 0.0) + float(v.detach()) * n
-    return {**{k: v / seen for k, v in totals.items()}, "train_acc": correct / seen}
+    return {**{k: v / seen for k, v in totals.items()}, "train_acc": correct / max(seen_labelled, 1)}
 
 
 @torch.no_grad()

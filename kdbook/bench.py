@@ -1,0 +1,286 @@
+"""Benchmark: distillation as cheap as plain training, measured side by side.
+
+``python -m kdbook.bench [--device cpu|cuda] [--json PATH] [--steps N]`` times, on the
+same student, data and batch size, in one process:
+
+1. plain cross-entropy training fed by the tensor-resident loader;
+2. KD with cached teacher outputs looked up by sample index (and flip);
+3. KD with the teacher run on every batch (the usual tutorial loop);
+4. plain training fed by a torchvision DataLoader with PIL transforms (2 workers),
+   and each of the two loaders alone (augmented batches produced, no training);
+5. teacher inference over the training set, both flips (the cost of building the
+   cache), against one teacher training epoch (extrapolated from timed steps).
+
+It prints images/second for each, the ratios 2/1, 3/2, 4/1 and the loaders-alone
+ratio, with torch version, device and threads; ``--json`` writes the same.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from kdbook import settings
+from kdbook.data import MEAN, STD, TensorLoader, load_cifar10
+from kdbook.losses import distillation_loss
+from kdbook.models import StudentCNN, TeacherNet
+from kdbook.soft_labels import compute_teacher_logits
+from kdbook.train import CachedTeacher, OnlineTeacher, autocast
+
+# ----------------------------------------------------------------------------- settings
+BENCH = dict(
+    student=dict(width=16, depth=1),  # the experiments' default student
+    batch_size=256,  # examples per training step, every mode
+    steps=40,  # timed training steps per mode (after warm-up)
+    warmup=5,  # untimed steps per mode
+    loader_batches=60,  # batches per loaders-alone measurement
+    temperature=4.0,
+    alpha=0.5,
+    teacher_batch=512,  # teacher training step batch size (the teacher recipe's)
+    teacher_steps=6,  # timed teacher training steps
+)
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+class PILCIFAR(torch.utils.data.Dataset):
+    """The usual pipeline: uint8 arrays -> PIL image -> torchvision transforms, per item."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor):
+        import torchvision.transforms as T
+
+        self.images = images.permute(0, 2, 3, 1).numpy()  # HWC for PIL
+        self.labels = labels.numpy()
+        self.transform = T.Compose([T.RandomCrop(32, padding=4), T.RandomHorizontalFlip(),
+                                    T.ToTensor(), T.Normalize(MEAN, STD)])
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i):
+        from PIL import Image
+
+        return self.transform(Image.fromarray(self.images[i])), int(self.labels[i])
+
+
+def pil_loader(cifar, batch_size: int) -> torch.utils.data.DataLoader:
+    return torch.utils.data.DataLoader(PILCIFAR(cifar.train_images, cifar.train_labels), batch_size=batch_size,
+                                       shuffle=True, num_workers=2, drop_last=True, persistent_workers=True)
+
+
+def endless(loader):
+    while True:
+        yield from loader
+
+
+def time_training(student, batches, device, steps: int, warmup: int, amp: bool, channels_last: bool,
+                  loss_fn) -> float:
+    """Seconds for ``steps`` optimiser steps (after ``warmup``), ``loss_fn(logits, batch)``."""
+    optimizer = torch.optim.SGD(student.parameters(), lr=0.01, momentum=0.9, nesterov=True)
+    layout = torch.channels_last if channels_last else torch.contiguous_format
+    for i in range(warmup + steps):
+        if i == warmup:
+            synchronize(device)
+            start = time.perf_counter()
+        images, labels, batch = next(batches)
+        images = images.to(device, non_blocking=True).contiguous(memory_format=layout)
+        labels = labels.to(device, non_blocking=True)
+        with autocast(device, amp):
+            logits = student(images)
+        loss = loss_fn(logits.float(), labels, batch)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    synchronize(device)
+    return time.perf_counter() - start
+
+
+def time_loader(batches, device, n: int) -> float:
+    next(batches)  # first batch outside the clock (worker start-up)
+    synchronize(device)
+    start = time.perf_counter()
+    for _ in range(n):
+        images, _, _ = next(batches)
+        images.to(device)
+    synchronize(device)
+    return time.perf_counter() - start
+
+
+def tensor_batches(loader: TensorLoader):
+    for batch in endless(loader):
+        yield batch.images, batch.labels, batch
+
+
+def pil_batches(loader):
+    for images, labels in endless(loader):
+        yield images, labels, None
+
+
+def make_student(device, channels_last: bool):
+    torch.manual_seed(0)
+    student = StudentCNN(**BENCH["student"]).to(device)
+    return student.to(memory_format=torch.channels_last) if channels_last else student
+
+
+def run(device: torch.device, steps: int, amp: bool, channels_last: bool) -> dict:
+    cifar = load_cifar10()
+    bs, warm = BENCH["batch_size"], BENCH["warmup"]
+    tensor_loader = TensorLoader(cifar.train_images, cifar.train_labels, bs, shuffle=True, augment=True,
+                                 drop_last=True, device=device)
+    teacher = TeacherNet().to(device)
+    if channels_last:
+        teacher = teacher.to(memory_format=torch.channels_last)
+    online = OnlineTeacher(teacher)
+    # The cache for mode 2 covers every training image; building it is timed in mode 5
+    # on the full set when --full-cache, else on a slice (rate extrapolated to 50,000).
+    T, a = BENCH["temperature"], BENCH["alpha"]
+    seconds, images_per_step = {}, bs
+
+    def ce(logits, labels, batch):
+        return F.cross_entropy(logits, labels)
+
+    seconds["plain_tensor"] = time_training(make_student(device, channels_last), tensor_batches(tensor_loader),
+                                            device, steps, warm, amp, channels_last, ce)
+
+    cache_n = len(cifar.train_images) if steps >= 40 else 4096
+    t0 = time.perf_counter()
+    cache_logits = compute_teacher_logits(teacher, cifar.train_images[:cache_n], device=device, amp=amp)
+    synchronize(device)
+    cache_seconds = time.perf_counter() - t0
+    table = torch.zeros(len(cifar.train_images), 2, 10)
+    table[:cache_n] = cache_logits
+    cached = CachedTeacher(table).to(device)
+
+    def kd_cached(logits, labels, batch):
+        return distillation_loss(logits, cached(batch), labels, T, a)
+
+    seconds["kd_cached"] = time_training(make_student(device, channels_last), tensor_batches(tensor_loader),
+                                         device, steps, warm, amp, channels_last, kd_cached)
+
+    def kd_online(logits, labels, batch):
+        with autocast(device, amp):
+            teacher_logits = online.logits(batch.images)
+        return distillation_loss(logits, teacher_logits.float(), labels, T, a)
+
+    seconds["kd_online"] = time_training(make_student(device, channels_last), tensor_batches(tensor_loader),
+                                         device, steps, warm, amp, channels_last, kd_online)
+
+    dataloader = pil_loader(cifar, bs)
+    seconds["plain_dataloader"] = time_training(make_student(device, channels_last), pil_batches(dataloader),
+                                                device, steps, warm, amp, channels_last, ce)
+    n_batches = BENCH["loader_batches"] if steps >= 40 else 20
+    seconds["loader_tensor_alone"] = time_loader(tensor_batches(tensor_loader), device, n_batches)
+    seconds["loader_pil_alone"] = time_loader(pil_batches(dataloader), device, n_batches)
+    del dataloader
+
+    teacher_epoch = time_teacher_epoch(cifar, device, amp, channels_last, BENCH["teacher_steps"])
+    n_train = len(cifar.train_images)
+    rates = {k: steps * images_per_step / v for k, v in seconds.items() if not k.startswith("loader")}
+    rates.update({k: n_batches * bs / v for k, v in seconds.items() if k.startswith("loader")})
+    cache_rate = 2 * cache_n / cache_seconds  # forward passes (image + mirror) per second
+    return {
+        "torch": torch.__version__,
+        "device": settings.describe_device(device),
+        "threads": torch.get_num_threads(),
+        "machine": platform.machine(),
+        "amp_bfloat16": amp,
+        "channels_last": channels_last,
+        "settings": {**BENCH, "steps": steps},
+        "data": cifar.source,
+        "images_per_second": rates,
+        "seconds": seconds,
+        "teacher_cache": {
+            "images": cache_n,
+            "seconds": cache_seconds,
+            "seconds_for_50000_both_flips": cache_seconds * n_train / cache_n,
+            "forward_passes_per_second": cache_rate,
+        },
+        "teacher_epoch_seconds_estimate": teacher_epoch,
+        "ratios": {
+            "kd_cached_over_plain": seconds["kd_cached"] / seconds["plain_tensor"],
+            "online_over_cached": seconds["kd_online"] / seconds["kd_cached"],
+            "dataloader_over_tensor": seconds["plain_dataloader"] / seconds["plain_tensor"],
+            "loader_speedup": seconds["loader_pil_alone"] / seconds["loader_tensor_alone"],
+            "cache_build_over_teacher_epoch": (cache_seconds * n_train / cache_n) / teacher_epoch,
+        },
+    }
+
+
+def time_teacher_epoch(cifar, device, amp: bool, channels_last: bool, steps: int) -> float:
+    """One teacher training epoch (50,000 images), extrapolated from timed steps."""
+    bs = BENCH["teacher_batch"]
+    loader = TensorLoader(cifar.train_images, cifar.train_labels, bs, shuffle=True, augment=True,
+                          drop_last=True, device=device)
+    torch.manual_seed(0)
+    teacher = TeacherNet().to(device)
+    if channels_last:
+        teacher = teacher.to(memory_format=torch.channels_last)
+
+    def ce(logits, labels, batch):
+        return F.cross_entropy(logits, labels)
+
+    seconds = time_training(teacher, tensor_batches(loader), device, steps, 2, amp, channels_last, ce)
+    return seconds / (steps * bs) * len(cifar.train_images)
+
+
+def report(result: dict) -> str:
+    r, ips = result["ratios"], result["images_per_second"]
+    lines = [
+        f"torch {result['torch']} | device {result['device']} | threads {result['threads']} | "
+        f"bf16 autocast {result['amp_bfloat16']} | channels_last {result['channels_last']} | data {result['data']}",
+        f"student StudentCNN({BENCH['student']['width']}, {BENCH['student']['depth']}), batch "
+        f"{BENCH['batch_size']}, {result['settings']['steps']} timed steps per mode",
+        "",
+        f"{'mode':<48}{'images/s':>12}",
+        f"{'1. plain CE, tensor loader':<48}{ips['plain_tensor']:>12.0f}",
+        f"{'2. KD, cached teacher outputs':<48}{ips['kd_cached']:>12.0f}",
+        f"{'3. KD, teacher run on every batch':<48}{ips['kd_online']:>12.0f}",
+        f"{'4. plain CE, DataLoader + PIL (2 workers)':<48}{ips['plain_dataloader']:>12.0f}",
+        f"{'   tensor loader alone (augmented batches)':<48}{ips['loader_tensor_alone']:>12.0f}",
+        f"{'   DataLoader + PIL alone (augmented batches)':<48}{ips['loader_pil_alone']:>12.0f}",
+        f"{'5. teacher inference, both flips (passes/s)':<48}{result['teacher_cache']['forward_passes_per_second']:>12.0f}",
+        "",
+        f"ratio 2/1 kd_cached_over_plain      {r['kd_cached_over_plain']:.3f}   (bar: <= 1.10)",
+        f"ratio 3/2 online_over_cached        {r['online_over_cached']:.3f}",
+        f"ratio 4/1 dataloader_over_tensor    {r['dataloader_over_tensor']:.3f}",
+        f"loader_speedup (PIL / tensor)       {r['loader_speedup']:.1f}   (bar: >= 5)",
+        f"teacher cache for 50,000 images x 2 flips: {result['teacher_cache']['seconds_for_50000_both_flips']:.1f} s "
+        f"vs one teacher training epoch {result['teacher_epoch_seconds_estimate']:.1f} s "
+        f"(ratio {r['cache_build_over_teacher_epoch']:.2f}, bar: < 1)",
+    ]
+    return "\n".join(lines)
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--device", choices=["cpu", "cuda"], default=None)
+    parser.add_argument("--json", type=Path, default=None, help="also write the results here")
+    parser.add_argument("--steps", type=int, default=BENCH["steps"], help="timed steps per mode (CI dry run: 5)")
+    parser.add_argument("--no-amp", action="store_true", help="float32 instead of bfloat16 autocast")
+    parser.add_argument("--no-channels-last", action="store_true")
+    args = parser.parse_args(argv)
+    device = torch.device(args.device) if args.device else settings.device()
+    if device.type == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda but CUDA is not available here")
+    start = time.perf_counter()
+    result = run(device, args.steps, amp=not args.no_amp, channels_last=not args.no_channels_last)
+    result["wall_s"] = time.perf_counter() - start
+    print(report(result))
+    print(f"benchmark wall time {result['wall_s']:.1f} s")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(result, indent=1, default=float))
+    return result
+
+
+if __name__ == "__main__":
+    main()

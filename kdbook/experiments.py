@@ -1,0 +1,431 @@
+"""Named, seeded runs and sweeps, with results cached on disk by configuration.
+
+A :class:`RunSpec` says everything that determines a run: the student, the data
+(subset, labelled fraction, label noise), the teacher, and the :class:`TrainConfig`.
+:func:`run` trains it (checkpointing every epoch, so an interrupted run resumes) or,
+if a result for the same configuration, data and teacher weights exists, loads it.
+Each result carries its metrics, learning curves and provenance (profile, device,
+data source, wall time, torch version, commit).
+
+Results go to ``KDBOOK_RESULTS`` if set, else ``$KDBOOK_HOME/results``. The book's
+full-profile results are committed under ``results/`` in the repository (run the
+sweeps with ``KDBOOK_RESULTS=results``) so the website's numbers can be traced.
+
+``python -m kdbook.experiments CHAPTER [--profile full]`` runs a chapter's sweep.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import time
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from kdbook import settings
+from kdbook.data import CIFAR10, TensorLoader, load_cifar10, stratified_subset
+from kdbook.files import atomic_write
+from kdbook.models import StudentCNN, count_parameters
+from kdbook.soft_labels import cached_teacher, weights_fingerprint
+from kdbook.teacher import _commit, available_teacher, ls_teacher, standin_teacher
+from kdbook.train import UNLABELLED, TrainConfig, fit, predict_logits, seed_everything
+
+TEACHERS = ("none", "book", "book-ls", "standin", "standin-ls")
+TARGETS = ("labels", "teacher-argmax")
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """Everything that determines one run (``name`` is a label, not part of the key)."""
+
+    name: str
+    train: TrainConfig
+    student_width: int = 16
+    student_depth: int = 1
+    batch_size: int = 256
+    train_per_class: int | None = None  # None: all 5,000 per class
+    test_per_class: int | None = None  # None: all 1,000 per class
+    subset_seed: int = 0
+    labelled_fraction: float | None = None  # fraction of each class whose label is used; None: all
+    train_on_unlabelled: bool = False  # KD only: the unlabelled rest gets the soft term
+    label_noise: float = 0.0  # symmetric: this fraction of labels moved to a random other class
+    # "book": the book's teacher; "book-ls": the same recipe with label smoothing 0.1;
+    # "standin"/"standin-ls": the small quick-profile stand-ins, without/with label smoothing
+    teacher: str = "none"
+    teacher_run: "RunSpec | None" = None  # a previous run's student as teacher (born-again)
+    targets: str = "labels"  # "teacher-argmax": train on the teacher's hard predictions
+
+    def __post_init__(self):
+        if self.teacher not in TEACHERS:
+            raise ValueError(f"teacher must be one of {TEACHERS}, got {self.teacher!r}")
+        if self.targets not in TARGETS:
+            raise ValueError(f"targets must be one of {TARGETS}, got {self.targets!r}")
+        if self.teacher_run is not None and self.teacher != "none":
+            raise ValueError("give either teacher or teacher_run, not both")
+        has_teacher = self.teacher != "none" or self.teacher_run is not None
+        if (self.train.method == "kd" or self.targets == "teacher-argmax") and not has_teacher:
+            raise ValueError(f"{self.name}: KD and teacher-argmax targets need a teacher")
+        if self.train_on_unlabelled and (self.train.method != "kd" or self.labelled_fraction is None):
+            raise ValueError("train_on_unlabelled needs method='kd' and a labelled_fraction")
+        if not 0 <= self.label_noise < 1:
+            raise ValueError(f"label_noise must lie in [0, 1), got {self.label_noise!r}")
+
+    def config_dict(self) -> dict:
+        d = asdict(self)
+        d.pop("name")
+        if d["teacher_run"] is not None:
+            d["teacher_run"] = self.teacher_run.config_dict()
+        return d
+
+
+# -----------------------------------------------------------------------------
+# Data of a run.
+
+
+@dataclass
+class RunData:
+    train_images: Tensor
+    train_labels: Tensor  # what the loss sees (noisy / pseudo / UNLABELLED)
+    clean_labels: Tensor  # the true labels of the same images
+    test_images: Tensor
+    test_labels: Tensor
+
+
+def noisy_labels(labels: Tensor, rate: float, seed: int, num_classes: int = 10) -> Tensor:
+    """Moves a ``rate`` fraction of labels (chosen at random) to a uniformly random other class."""
+    gen = torch.Generator().manual_seed(seed)
+    flip = torch.rand(len(labels), generator=gen) < rate
+    shift = torch.randint(1, num_classes, (len(labels),), generator=gen)
+    return torch.where(flip, (labels + shift) % num_classes, labels)
+
+
+def run_data(spec: RunSpec, cifar: CIFAR10) -> RunData:
+    train_idx = (torch.arange(len(cifar.train_labels)) if spec.train_per_class is None else
+                 stratified_subset(cifar.train_labels, per_class=spec.train_per_class, seed=spec.subset_seed))
+    test_idx = (torch.arange(len(cifar.test_labels)) if spec.test_per_class is None else
+                stratified_subset(cifar.test_labels, per_class=spec.test_per_class, seed=spec.subset_seed))
+    clean = cifar.train_labels[train_idx]
+    labels = noisy_labels(clean, spec.label_noise, spec.subset_seed + 1) if spec.label_noise else clean.clone()
+    images = cifar.train_images[train_idx]
+    if spec.labelled_fraction is not None:
+        labelled = stratified_subset(clean, fraction=spec.labelled_fraction, seed=spec.subset_seed + 2)
+        if spec.train_on_unlabelled:
+            mask = torch.ones(len(labels), dtype=torch.bool)
+            mask[labelled] = False
+            labels[mask] = UNLABELLED
+        else:
+            images, labels, clean = images[labelled], labels[labelled], clean[labelled]
+    return RunData(images, labels, clean, cifar.test_images[test_idx], cifar.test_labels[test_idx])
+
+
+# -----------------------------------------------------------------------------
+# Teachers of a run.
+
+
+def resolve_teacher(spec: RunSpec, cifar: CIFAR10, device) -> tuple[nn.Module | None, str]:
+    """The teacher model and a description of it."""
+    if spec.teacher_run is not None:
+        result = run(spec.teacher_run, cifar=cifar, progress=False)
+        model = load_student(spec.teacher_run, result, device)
+        return model, f"born-again teacher: {spec.teacher_run.name} (test accuracy {result['metrics']['test_acc']:.4f})"
+    if spec.teacher == "none":
+        return None, "none"
+    model, info = {
+        "book": lambda: available_teacher(cifar, device),
+        "book-ls": lambda: ls_teacher(cifar, device),
+        "standin": lambda: standin_teacher(cifar, device),
+        "standin-ls": lambda: standin_teacher(cifar, device, label_smoothing=0.1),
+    }[spec.teacher]()
+    return model, info["description"]
+
+
+def make_student(spec: RunSpec) -> StudentCNN:
+    return StudentCNN(spec.student_width, spec.student_depth)
+
+
+def load_student(spec: RunSpec, result: dict, device) -> StudentCNN:
+    path = settings.results_dir() / f"{result['key']}.pt"
+    model = make_student(spec)
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
+    model = model.to(device).eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model
+
+
+# -----------------------------------------------------------------------------
+# Running and caching.
+
+
+def run_key(spec: RunSpec, data_source: str, teacher_fingerprint: str) -> str:
+    blob = json.dumps({"spec": spec.config_dict(), "data": data_source, "teacher": teacher_fingerprint},
+                      sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _load_result(key: str) -> dict | None:
+    path = settings.results_dir() / f"{key}.json"
+    if not path.exists():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        print(f"kdbook: ignoring unreadable result {path} ({err})")
+        return None
+
+
+def run(spec: RunSpec, *, cifar: CIFAR10 | None = None, device=None, progress: bool = True) -> dict:
+    """The result of ``spec``: loaded from the cache, or trained (resuming a checkpoint)."""
+    device = torch.device(device) if device is not None else settings.device()
+    cifar = cifar or load_cifar10()
+    teacher, teacher_description = resolve_teacher(spec, cifar, device)
+    fingerprint = weights_fingerprint(teacher) if teacher is not None else "none"
+    key = run_key(spec, cifar.source, fingerprint)
+    cached = _load_result(key)
+    if cached is not None and (settings.results_dir() / f"{key}.pt").exists():
+        return cached
+    return _train(spec, key, cifar, device, teacher, teacher_description, progress)
+
+
+def _train(spec, key, cifar, device, teacher, teacher_description, progress) -> dict:
+    start = time.perf_counter()
+    data = run_data(spec, cifar)
+    if spec.targets == "teacher-argmax":
+        table = cached_teacher(teacher, data.train_images, name="argmax", device=device)
+        data.train_labels = table.logits[:, 0].argmax(1).cpu()
+    train_loader = TensorLoader(data.train_images, data.train_labels, spec.batch_size, shuffle=True,
+                                augment=True, drop_last=len(data.train_labels) > spec.batch_size,
+                                device=device, seed=spec.train.seed)
+    test_loader = TensorLoader(data.test_images, data.test_labels, 1000, device=device)
+    kd_teacher = None
+    if spec.train.method == "kd":
+        kd_teacher = cached_teacher(teacher, data.train_images, name=fingerprint_name(teacher), device=device)
+    seed_everything(spec.train.seed)
+    student = make_student(spec).to(device)
+    checkpoint = settings.subdir("checkpoints") / f"run-{key}.pt"
+    history = fit(student, train_loader, spec.train, eval_loader=test_loader, teacher=kd_teacher,
+                  checkpoint=checkpoint, progress=progress)
+    result = {
+        "key": key,
+        "name": spec.name,
+        "spec": spec.config_dict(),
+        "metrics": test_metrics(student, test_loader, cifar, device),
+        "history": history.epochs,
+        "student_parameters": count_parameters(student),
+        "train_images": len(data.train_labels),
+        "labelled_images": int((data.train_labels != UNLABELLED).sum()),
+        "label_noise_measured": float((data.train_labels != data.clean_labels).float().mean()),
+        "provenance": {
+            "profile": settings.profile(), "device": settings.describe_device(device), "data": cifar.source,
+            "wall_s": time.perf_counter() - start, "train_wall_s": sum(e["seconds"] for e in history.epochs),
+            "torch": torch.__version__, "commit": _commit(), "teacher": teacher_description,
+        },
+    }
+    # The student's weights (half precision, tens of kB): later runs may use it as a teacher.
+    with atomic_write(settings.results_dir() / f"{key}.pt") as handle:
+        torch.save({k: v.half() if v.is_floating_point() else v for k, v in student.state_dict().items()}, handle)
+    with atomic_write(settings.results_dir() / f"{key}.json") as handle:
+        handle.write(json.dumps(result, indent=1).encode())
+    checkpoint.unlink(missing_ok=True)  # the result supersedes it
+    return result
+
+
+def fingerprint_name(teacher: nn.Module) -> str:
+    return type(teacher).__name__
+
+
+def test_metrics(student: nn.Module, test_loader: TensorLoader, cifar: CIFAR10, device) -> dict:
+    """Accuracy, per-class accuracy, loss, and top-1 agreement with the book's teacher."""
+    logits = predict_logits(student, test_loader)
+    labels = test_loader.labels.cpu()
+    pred = logits.argmax(1)
+    book_teacher, _ = available_teacher(cifar, device)
+    teacher_pred = predict_logits(book_teacher, test_loader).argmax(1)
+    per_class = [float((pred[labels == c] == c).float().mean()) for c in range(10)]
+    return {
+        "test_acc": float((pred == labels).float().mean()),
+        "test_loss": float(F.cross_entropy(logits, labels)),
+        "per_class_acc": per_class,
+        "agreement_with_book_teacher": float((pred == teacher_pred).float().mean()),
+        "test_images": len(labels),
+    }
+
+
+def run_all(specs: list[RunSpec], *, progress: bool = True, cifar: CIFAR10 | None = None) -> list[dict]:
+    """Runs (or loads) every spec in order; one progress bar over the sweep."""
+    cifar = cifar or load_cifar10()
+    results = []
+    bar = tqdm(specs, desc="sweep", disable=not progress)
+    for spec in bar:
+        bar.set_postfix_str(spec.name)
+        results.append(run(spec, cifar=cifar, progress=progress))
+    return results
+
+
+# -----------------------------------------------------------------------------
+# The chapters' sweeps. Each plan is a list of RunSpecs for the active profile.
+
+
+@dataclass(frozen=True)
+class Scale:
+    """How big a profile's runs are."""
+
+    train_per_class: int | None  # None: all 5,000 images per class
+    test_per_class: int | None  # None: all 1,000 per class
+    epochs: int
+    seeds: tuple[int, ...]
+
+
+SCALES = {
+    "quick": Scale(train_per_class=100, test_per_class=100, epochs=4, seeds=(0, 1)),
+    "full": Scale(train_per_class=None, test_per_class=None, epochs=15, seeds=(0, 1, 2, 3, 4)),
+}
+STUDENT_LR = 0.1  # peak learning rate of the students (SGD, Nesterov, batch 256)
+
+
+def scale(profile: str | None = None) -> Scale:
+    return SCALES[profile or settings.profile()]
+
+
+def student_config(sc: Scale, seed: int, **changes) -> TrainConfig:
+    """The students' training recipe: the same for every method, so comparisons are fair."""
+    base = dict(epochs=sc.epochs, lr=STUDENT_LR, weight_decay=5e-4, amp=True, seed=seed)
+    return TrainConfig(**{**base, **changes})
+
+
+def spec(name: str, sc: Scale, seed: int, *, student: tuple[int, int] = (16, 1), teacher: str = "none",
+         train: dict | None = None, **fields) -> RunSpec:
+    return RunSpec(name=name, train=student_config(sc, seed, **(train or {})), student_width=student[0],
+                   student_depth=student[1], train_per_class=sc.train_per_class,
+                   test_per_class=sc.test_per_class, teacher=teacher, **fields)
+
+
+def kd(T: float = 4.0, alpha: float = 0.5, **changes) -> dict:
+    return dict(method="kd", temperature=T, alpha=alpha, **changes)
+
+
+def plan_distilling(profile: str | None = None) -> list[RunSpec]:
+    """Chapter "Distilling a CNN": the student alone vs distilled, same budget, several seeds."""
+    sc = scale(profile)
+    runs = []
+    for seed in sc.seeds:
+        runs.append(spec(f"alone, seed {seed}", sc, seed))
+        runs.append(spec(f"KD T=4 alpha=0.5, seed {seed}", sc, seed, teacher="book", train=kd()))
+    return runs
+
+
+TEMPERATURES = (1, 2, 4, 8, 16)
+ALPHAS = (0.1, 0.5, 0.9)
+NOISE = 0.4  # fraction of training labels moved to another class in the label-noise test
+LR_FACTORS = (1, 0.1, 0.01)
+SMALL_STUDENT = (8, 1)
+
+
+def plan_hyperparameters(profile: str | None = None) -> dict[str, list[RunSpec]]:
+    """Chapter "Hyperparameters": the T x alpha grid, then the source's guidelines one by one."""
+    sc = scale(profile)
+    seed = sc.seeds[0]
+    grid = [spec(f"KD T={T} alpha={a}", sc, seed, teacher="book", train=kd(T, a))
+            for a in ALPHAS for T in TEMPERATURES]
+    small = [spec("small student alone", sc, seed, student=SMALL_STUDENT)] + [
+        spec(f"small student KD T={T}", sc, seed, student=SMALL_STUDENT, teacher="book", train=kd(T, 0.5))
+        for T in TEMPERATURES]
+    default_alone = [spec("alone", sc, seed)]
+    noise = [spec("noisy labels, alone", sc, seed, label_noise=NOISE)] + [
+        spec(f"noisy labels, KD alpha={a}", sc, seed, teacher="book", label_noise=NOISE, train=kd(4, a))
+        for a in ALPHAS]
+    lr = [spec(f"KD lr x{f:g}", sc, seed, teacher="book", train=kd(lr=STUDENT_LR * f)) for f in LR_FACTORS]
+    return {"grid": grid, "small": small, "alone": default_alone, "noise": noise, "lr": lr}
+
+
+LABELLED_FRACTIONS = (0.02, 0.05, 0.10)
+
+
+def plan_little_labels(profile: str | None = None) -> list[RunSpec]:
+    """Chapter "Little labelled data": hard labels alone vs KD vs KD with the unlabelled rest.
+
+    Every run sees the same number of images in total (the budget of a full-data run),
+    so runs on a small labelled subset get proportionally more epochs."""
+    sc = scale(profile)
+    seed = sc.seeds[0]
+    runs = []
+    for frac in LABELLED_FRACTIONS:
+        epochs = max(sc.epochs, round(sc.epochs / frac))
+        pct = f"{frac:.0%}"
+        runs.append(spec(f"{pct} labels, alone", sc, seed, labelled_fraction=frac, train=dict(epochs=epochs)))
+        runs.append(spec(f"{pct} labels, KD", sc, seed, teacher="book", labelled_fraction=frac,
+                         train=kd(epochs=epochs)))
+        runs.append(spec(f"{pct} labels, KD + soft targets on the rest", sc, seed, teacher="book",
+                         labelled_fraction=frac, train_on_unlabelled=True, train=kd()))
+    return runs
+
+
+BAN_GENERATIONS = 3
+
+
+def plan_variants(profile: str | None = None) -> dict[str, list[RunSpec]]:
+    """Chapter "Variants": self-training, born-again networks, label smoothing, LS teachers."""
+    prof = profile or settings.profile()
+    sc = scale(prof)
+    seeds = sc.seeds[:3]
+    teacher, ls_teacher_name = ("book", "book-ls") if prof == "full" else ("standin", "standin-ls")
+    self_training = [spec(f"self-training, seed {s}", sc, s, teacher="book", targets="teacher-argmax")
+                     for s in seeds]
+    label_smoothing = [spec(f"label smoothing 0.1, seed {s}", sc, s, train=dict(label_smoothing=0.1))
+                       for s in seeds]
+    generations = [spec("born-again generation 0 (alone)", sc, seeds[0])]
+    for g in range(1, BAN_GENERATIONS + 1):
+        generations.append(spec(f"born-again generation {g}", sc, seeds[0], teacher_run=generations[-1],
+                                train=kd(T=1.0, alpha=0.0)))
+    teachers = []
+    for s in seeds:
+        teachers.append(spec(f"KD from teacher without LS, seed {s}", sc, s, teacher=teacher, train=kd()))
+        teachers.append(spec(f"KD from teacher with LS, seed {s}", sc, s, teacher=ls_teacher_name, train=kd()))
+    return {"self_training": self_training, "label_smoothing": label_smoothing,
+            "born_again": generations, "ls_teacher": teachers}
+
+
+PLANS = {
+    "distilling": plan_distilling,
+    "hyperparameters": plan_hyperparameters,
+    "little-labels": plan_little_labels,
+    "variants": plan_variants,
+}
+
+
+def flatten(plan) -> list[RunSpec]:
+    return [s for group in plan.values() for s in group] if isinstance(plan, dict) else list(plan)
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description="Run a chapter's sweep (results are cached; rerun to resume).")
+    parser.add_argument("chapter", choices=[*PLANS, "all"])
+    parser.add_argument("--profile", choices=settings.PROFILES, default=None,
+                        help="quick or full (default: KDBOOK_PROFILE, else full with CUDA, quick without)")
+    parser.add_argument("--list", action="store_true", help="list the runs and whether they are cached")
+    args = parser.parse_args(argv)
+    if args.profile:
+        os.environ["KDBOOK_PROFILE"] = args.profile
+    chapters = list(PLANS) if args.chapter == "all" else [args.chapter]
+    cifar = load_cifar10()
+    for chapter in chapters:
+        specs = flatten(PLANS[chapter]())
+        print(f"{chapter}: {len(specs)} runs, profile {settings.profile()}, results in {settings.results_dir()}")
+        if args.list:
+            for s in specs:
+                print(f"  {s.name}")
+            continue
+        with settings.Stopwatch(cifar.source) as clock:
+            run_all(specs, cifar=cifar)
+        print(clock.stamp.line())
+
+
+if __name__ == "__main__":
+    main()

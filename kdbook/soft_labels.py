@@ -1,0 +1,72 @@
+"""Teacher outputs computed once per (teacher, data) and cached on disk.
+
+For KD with a cached teacher, the logits of every training image and of its mirror
+image are computed in one pass and stored as an (N, 2, C) tensor; the training loop
+then looks them up by sample index and flip (:class:`kdbook.train.CachedTeacher`).
+The cache key hashes the teacher's weights and the image bytes in order, so outputs
+are never mixed up across teachers, datasets or sample orders.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import zlib
+
+import torch
+from torch import Tensor, nn
+
+from kdbook import settings
+from kdbook.data import TensorLoader
+from kdbook.files import atomic_write
+from kdbook.train import CachedTeacher, autocast
+
+
+def weights_fingerprint(model: nn.Module) -> str:
+    """Hash of a model's parameters and buffers (names, shapes and values)."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(str(tuple(tensor.shape)).encode())
+        digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def images_fingerprint(images: Tensor) -> str:
+    """CRC-32 of the image bytes in order, with the shape: changes with any reordering."""
+    crc = zlib.crc32(images.contiguous().numpy().data)
+    return f"{tuple(images.shape)}-{crc:08x}"
+
+
+@torch.no_grad()
+def compute_teacher_logits(teacher: nn.Module, images: Tensor, *, device=None,
+                           batch_size: int = 1000, amp: bool = False) -> Tensor:
+    """Logits of ``teacher`` for every image and its mirror: float32 (N, 2, C) on the CPU."""
+    device = torch.device(device) if device is not None else settings.device()
+    was_training = teacher.training
+    teacher.eval()
+    loader = TensorLoader(images, torch.zeros(len(images), dtype=torch.int64), batch_size, device=device)
+    rows = []
+    for batch in loader:
+        with autocast(device, amp):
+            views = torch.stack([teacher(batch.images).float(), teacher(batch.images.flip(3)).float()], 1)
+        rows.append(views.cpu())
+    teacher.train(was_training)
+    return torch.cat(rows)
+
+
+def cached_teacher(teacher: nn.Module, images: Tensor, *, name: str = "teacher", device=None,
+                   amp: bool = False) -> CachedTeacher:
+    """A :class:`CachedTeacher` for ``images`` (positions 0..N-1), computed once and kept on disk."""
+    key = f"{name}-{weights_fingerprint(teacher)}-{images_fingerprint(images)}"
+    path = settings.subdir("teacher_outputs") / f"{hashlib.sha256(key.encode()).hexdigest()[:20]}.pt"
+    if path.exists():
+        try:
+            saved = torch.load(path, map_location="cpu", weights_only=True)
+            if saved["key"] == key and saved["logits"].shape[:2] == (len(images), 2):
+                return CachedTeacher(saved["logits"], f"cached outputs of {name}").to(device or settings.device())
+        except Exception as err:  # damaged file: recompute rather than trust it
+            print(f"kdbook: recomputing teacher outputs, {path} unreadable ({err})")
+    logits = compute_teacher_logits(teacher, images, device=device, amp=amp)
+    with atomic_write(path) as handle:
+        torch.save({"key": key, "logits": logits}, handle)
+    return CachedTeacher(logits, f"cached outputs of {name}").to(device or settings.device())
