@@ -1,0 +1,145 @@
+"""kdbook.experiments: run specs, data of a run, caching by configuration, born-again chains."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from kdbook import experiments as ex
+from kdbook import settings
+from kdbook.train import UNLABELLED, TrainConfig, batch_losses
+
+
+@pytest.fixture
+def results_home(tmp_path, monkeypatch):
+    """Results and checkpoints of these tests go to a fresh folder (the data cache stays)."""
+    monkeypatch.setenv("KDBOOK_RESULTS", str(tmp_path / "results"))
+    return tmp_path / "results"
+
+
+def tiny(name="tiny", **fields) -> ex.RunSpec:
+    train = fields.pop("train", TrainConfig(epochs=1, lr=0.05, seed=0))
+    base = dict(student_width=4, student_depth=1, batch_size=32, train_per_class=6, test_per_class=4)
+    return ex.RunSpec(name=name, train=train, **{**base, **fields})
+
+
+def test_noisy_labels_moves_the_requested_fraction_to_other_classes():
+    labels = torch.arange(10).repeat(2000)
+    noisy = ex.noisy_labels(labels, 0.4, seed=3)
+    moved = noisy != labels
+    assert abs(moved.float().mean().item() - 0.4) < 0.02
+    assert torch.equal(noisy, ex.noisy_labels(labels, 0.4, seed=3))
+    assert not torch.equal(noisy, ex.noisy_labels(labels, 0.4, seed=4))
+    assert noisy.min() >= 0 and noisy.max() <= 9
+
+
+def test_run_data_subsets_labelled_fraction_and_unlabelled_rest(cifar):
+    spec = tiny(train_per_class=50, labelled_fraction=0.1, teacher="book",
+                train=TrainConfig(method="kd", epochs=1))
+    data = ex.run_data(spec, cifar)
+    assert len(data.train_labels) == 50  # 10% of 50 per class, 10 classes
+    assert torch.equal(data.train_labels, data.clean_labels)
+    rest = dataclasses.replace(spec, train_on_unlabelled=True)
+    data = ex.run_data(rest, cifar)
+    assert len(data.train_labels) == 500
+    assert int((data.train_labels == UNLABELLED).sum()) == 450
+    labelled = data.train_labels != UNLABELLED
+    assert torch.equal(data.train_labels[labelled], data.clean_labels[labelled])
+    assert torch.bincount(data.clean_labels[labelled]).tolist() == [5] * 10
+
+
+def test_run_data_label_noise_touches_training_labels_only(cifar):
+    data = ex.run_data(tiny(train_per_class=100, label_noise=0.3), cifar)
+    rate = (data.train_labels != data.clean_labels).float().mean().item()
+    assert 0.24 < rate < 0.36
+    assert len(data.test_labels) == 40
+
+
+@pytest.mark.parametrize("fields, message", [
+    (dict(teacher="bogus"), "teacher must be one of"),
+    (dict(targets="bogus"), "targets must be one of"),
+    (dict(train=TrainConfig(method="kd")), "need a teacher"),
+    (dict(targets="teacher-argmax"), "need a teacher"),
+    (dict(train_on_unlabelled=True, teacher="book", train=TrainConfig(method="kd")), "labelled_fraction"),
+    (dict(label_noise=1.0), "label_noise must lie in"),
+])
+def test_run_spec_validation(fields, message):
+    with pytest.raises(ValueError, match=message):
+        tiny(**fields)
+
+
+def test_run_key_ignores_the_name_but_not_the_rest():
+    a, b = tiny("a"), tiny("b")
+    assert ex.run_key(a, "data", "t") == ex.run_key(b, "data", "t")
+    assert ex.run_key(a, "data", "t") != ex.run_key(a, "other data", "t")
+    assert ex.run_key(a, "data", "t") != ex.run_key(a, "data", "other teacher")
+    changed = dataclasses.replace(a, train=dataclasses.replace(a.train, seed=1))
+    assert ex.run_key(a, "data", "t") != ex.run_key(changed, "data", "t")
+
+
+def test_run_trains_once_then_reads_the_cache(cifar, results_home, monkeypatch):
+    spec = tiny(teacher="book", train=TrainConfig(method="kd", epochs=1, lr=0.05))
+    result = ex.run(spec, cifar=cifar, progress=False)
+    assert (results_home / f"{result['key']}.json").exists()
+    assert (results_home / f"{result['key']}.pt").exists()
+    assert 0 <= result["metrics"]["test_acc"] <= 1
+    assert len(result["metrics"]["per_class_acc"]) == 10
+    prov = result["provenance"]
+    assert prov["profile"] == "quick" and prov["data"] == cifar.source and prov["wall_s"] > 0
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a cached run was trained again")
+
+    monkeypatch.setattr(ex, "fit", no_training)
+    again = ex.run(dataclasses.replace(spec, name="renamed"), cifar=cifar, progress=False)
+    assert again["key"] == result["key"] and again["metrics"] == result["metrics"]
+
+
+def test_born_again_chain_uses_the_previous_student(cifar, results_home):
+    gen0 = tiny("gen0")
+    gen1 = tiny("gen1", teacher_run=gen0, train=TrainConfig(method="kd", epochs=1, temperature=1.0, alpha=0.0))
+    result = ex.run(gen1, cifar=cifar, progress=False)
+    assert result["provenance"]["teacher"].startswith("born-again teacher: gen0")
+    assert result["spec"]["teacher_run"]["student_width"] == 4
+
+
+def test_self_training_replaces_labels_by_teacher_predictions(cifar, results_home):
+    result = ex.run(tiny(teacher="book", targets="teacher-argmax"), cifar=cifar, progress=False)
+    assert result["label_noise_measured"] > 0  # the teacher is not perfect on the training images
+
+
+def test_batch_losses_with_unlabelled_samples():
+    torch.manual_seed(0)
+    logits, teacher = torch.randn(6, 10), torch.randn(6, 10)
+    labels = torch.tensor([1, UNLABELLED, 3, UNLABELLED, 5, 7])
+    config = TrainConfig(method="kd", temperature=2.0, alpha=0.3)
+    parts = batch_losses(logits, labels, config, teacher)
+    known = labels != UNLABELLED
+    hard = torch.nn.functional.cross_entropy(logits[known], labels[known])
+    soft = torch.nn.functional.kl_div(torch.log_softmax(logits / 2, 1), torch.log_softmax(teacher / 2, 1),
+                                      reduction="batchmean", log_target=True) * 4
+    assert torch.allclose(parts["hard"], hard) and torch.allclose(parts["soft"], soft)
+    assert torch.allclose(parts["loss"], 0.3 * hard + 0.7 * soft)
+    nothing = batch_losses(logits, torch.full((6,), UNLABELLED), config, teacher)
+    assert nothing["hard"] == 0 and torch.allclose(nothing["loss"], 0.7 * soft)
+    with pytest.raises(Exception):  # cross-entropy runs refuse unlabelled samples
+        batch_losses(logits, labels, TrainConfig(method="ce"), None)
+
+
+def test_plans_share_runs_through_the_cache_key():
+    distilling = ex.plan_distilling("full")
+    hyper = ex.flatten(ex.plan_hyperparameters("full"))
+    keys = {ex.run_key(s, "d", "t") for s in hyper}
+    # The grid's T=4, alpha=0.5 run is the distilling chapter's seed-0 KD run.
+    assert ex.run_key(distilling[1], "d", "t") in keys
+    assert len(distilling) == 2 * len(ex.SCALES["full"].seeds)
+    assert all(s.train_per_class is None for s in distilling)
+    quick = ex.plan_distilling("quick")
+    assert all(s.train_per_class == ex.SCALES["quick"].train_per_class for s in quick)
+
+
+def test_results_dir_honours_kdbook_results(tmp_path, monkeypatch):
+    monkeypatch.setenv("KDBOOK_RESULTS", str(tmp_path / "r"))
+    assert settings.results_dir() == tmp_path / "r" and (tmp_path / "r").is_dir()
