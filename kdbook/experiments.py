@@ -198,8 +198,7 @@ def _train(spec, key, cifar, device, teacher, teacher_description, progress) -> 
     start = time.perf_counter()
     data = run_data(spec, cifar)
     if spec.targets == "teacher-argmax":
-        table = cached_teacher(teacher, data.train_images, name="argmax", device=device)
-        data.train_labels = table.logits[:, 0].argmax(1).cpu()
+        data.train_labels = pseudo_labels(teacher, data.train_images, device)
     train_loader = TensorLoader(data.train_images, data.train_labels, spec.batch_size, shuffle=True,
                                 augment=True, drop_last=len(data.train_labels) > spec.batch_size,
                                 device=device, seed=spec.train.seed)
@@ -235,6 +234,12 @@ def _train(spec, key, cifar, device, teacher, teacher_description, progress) -> 
         handle.write(json.dumps(result, indent=1).encode())
     checkpoint.unlink(missing_ok=True)  # the result supersedes it
     return result
+
+
+def pseudo_labels(teacher: nn.Module, images: Tensor, device) -> Tensor:
+    """The teacher's hard predictions on the (unaugmented) images: self-training's labels."""
+    table = cached_teacher(teacher, images, name="argmax", device=device)
+    return table.logits[:, 0].argmax(1).cpu()
 
 
 def fingerprint_name(teacher: nn.Module) -> str:
