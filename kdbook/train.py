@@ -311,6 +311,7 @@ def fit(
     teacher=None,
     checkpoint: str | os.PathLike | None = None,
     stop_after: int | None = None,
+    eval_every: int = 1,
     progress: bool = True,
 ) -> History:
     """Trains ``model`` for ``config.epochs`` epochs; returns its :class:`History`.
@@ -318,7 +319,11 @@ def fit(
     With ``checkpoint``, state is saved there after every epoch and a run that finds
     a checkpoint of the same configuration continues from it: on CPU the final
     weights equal those of an unbroken run. ``stop_after=k`` trains at most k epochs
-    in this call (a long run spread over several sessions)."""
+    in this call (a long run spread over several sessions). ``eval_every=k`` evaluates
+    on ``eval_loader`` after every k-th epoch and the last one (runs of hundreds of
+    tiny epochs would otherwise spend most of their time on evaluation)."""
+    if not isinstance(eval_every, int) or isinstance(eval_every, bool) or eval_every < 1:
+        raise ValueError(f"eval_every must be a positive int, got {eval_every!r}")
     teacher = as_teacher(teacher)
     if (config.method == "kd") != (teacher is not None):
         raise ValueError(f"method={config.method!r} {'needs' if config.method == 'kd' else 'takes no'} teacher")
@@ -339,7 +344,7 @@ def fit(
         t0 = time.perf_counter()
         train_loader.set_epoch(epoch)
         record = train_epoch(model, train_loader, optimizer, scheduler, config, teacher, progress)
-        if eval_loader is not None:
+        if eval_loader is not None and ((epoch + 1) % eval_every == 0 or epoch + 1 == config.epochs):
             record["test_acc"] = evaluate(model, eval_loader, amp=config.amp)["accuracy"]
         record.update(epoch=epoch + 1, lr=optimizer.param_groups[0]["lr"], seconds=time.perf_counter() - t0)
         history.epochs.append(record)

@@ -467,3 +467,25 @@ def test_tta_averages_the_mirror_image(tiny_loaders):
     invariant = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(3, 10))
     torch.testing.assert_close(predict_logits(invariant, tiny_loaders.test, tta=True),
                                predict_logits(invariant, tiny_loaders.test))
+
+
+def test_eval_every_evaluates_every_kth_and_the_last_epoch(tiny_loaders):
+    history = fit(make_student(), tiny_loaders.train, TrainConfig(epochs=5, lr=0.05),
+                  eval_loader=tiny_loaders.test, eval_every=2, progress=False)
+    assert [e["epoch"] for e in history.epochs if "test_acc" in e] == [2, 4, 5]
+
+
+def test_evaluating_less_often_changes_no_weights(tiny_loaders):
+    # Evaluation must not touch the weights or the random streams: that is why the
+    # run cache may ignore eval_every.
+    config = TrainConfig(epochs=3, lr=0.05, seed=0)
+    every, rarely = make_student(), make_student()
+    fit(every, tiny_loaders.train, config, eval_loader=tiny_loaders.test, progress=False)
+    fit(rarely, tiny_loaders.train, config, eval_loader=tiny_loaders.test, eval_every=3, progress=False)
+    assert_same_state(every, rarely)
+
+
+@pytest.mark.parametrize("bad", [0, -1, 1.5, True, "2"])
+def test_eval_every_rejects_non_positive_ints(bad, tiny_loaders):
+    with pytest.raises(ValueError, match="eval_every"):
+        fit(make_student(), tiny_loaders.train, TrainConfig(epochs=1), eval_every=bad, progress=False)
