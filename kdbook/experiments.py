@@ -419,7 +419,7 @@ def main(argv=None) -> None:
     parser.add_argument("chapter", choices=[*PLANS, "all"])
     parser.add_argument("--profile", choices=settings.PROFILES, default=None,
                         help="quick or full (default: KDBOOK_PROFILE, else full with CUDA, quick without)")
-    parser.add_argument("--list", action="store_true", help="list the runs and whether they are cached")
+    parser.add_argument("--list", action="store_true", help="list the runs of the plan (names only; nothing is trained)")
     args = parser.parse_args(argv)
     if args.profile:
         os.environ["KDBOOK_PROFILE"] = args.profile
