@@ -59,6 +59,8 @@ class TrainConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, Real):
                 raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
+            # One number, one configuration: T=4 and T=4.0 must give the same run key.
+            setattr(self, name, float(value))
         choices = {"method": METHODS, "optimizer": OPTIMIZERS, "schedule": SCHEDULES}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:

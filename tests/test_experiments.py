@@ -138,10 +138,15 @@ def test_batch_losses_with_unlabelled_samples():
 
 def test_plans_share_runs_through_the_cache_key():
     distilling = ex.plan_distilling("full")
-    hyper = ex.flatten(ex.plan_hyperparameters("full"))
-    keys = {ex.run_key(s, "d", "t") for s in hyper}
-    # The grid's T=4, alpha=0.5 run is the distilling chapter's seed-0 KD run.
-    assert ex.run_key(distilling[1], "d", "t") in keys
+    plan = ex.plan_hyperparameters("full")
+    # The grid's T=4, alpha=0.5 cell and the x1 learning-rate run are the distilling
+    # chapter's seed-0 KD run; the grid's reference is its seed-0 run alone.
+    (cell,) = [s for s in plan["grid"] if s.train.temperature == 4 and s.train.alpha == 0.5]
+    (lr_x1,) = [s for s in plan["lr"] if s.train.lr == ex.STUDENT_LR]
+    seed0_kd, seed0_alone = distilling[1], distilling[0]
+    assert seed0_kd.train.method == "kd" and seed0_alone.train.method == "ce"
+    assert ex.run_key(cell, "d", "t") == ex.run_key(seed0_kd, "d", "t") == ex.run_key(lr_x1, "d", "t")
+    assert ex.run_key(plan["alone"][0], "d", "t") == ex.run_key(seed0_alone, "d", "t")
     assert len(distilling) == 2 * len(ex.SCALES["full"].seeds)
     assert all(s.train_per_class is None for s in distilling)
     quick = ex.plan_distilling("quick")

@@ -489,3 +489,14 @@ def test_evaluating_less_often_changes_no_weights(tiny_loaders):
 def test_eval_every_rejects_non_positive_ints(bad, tiny_loaders):
     with pytest.raises(ValueError, match="eval_every"):
         fit(make_student(), tiny_loaders.train, TrainConfig(epochs=1), eval_every=bad, progress=False)
+
+
+def test_int_and_float_numbers_make_the_same_config():
+    # A grid written with T=4 must hit the cache entry of a run written with T=4.0.
+    import json
+    from dataclasses import asdict
+
+    as_int = TrainConfig(method="kd", temperature=4, alpha=1, lr=1)
+    as_float = TrainConfig(method="kd", temperature=4.0, alpha=1.0, lr=1.0)
+    assert json.dumps(asdict(as_int)) == json.dumps(asdict(as_float))
+    assert type(as_int.temperature) is float and type(as_int.alpha) is float
