@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import math
 import os
 import time
 from dataclasses import asdict, dataclass
@@ -273,6 +274,31 @@ def run_all(specs: list[RunSpec], *, progress: bool = True, cifar: CIFAR10 | Non
         bar.set_postfix_str(spec.name)
         results.append(run(spec, cifar=cifar, progress=progress))
     return results
+
+
+def check_runs(results: list[dict], teacher: nn.Module, teacher_fingerprint: str) -> str:
+    """The checks that must hold at any scale, for the results of a sweep.
+
+    Every training loss is finite and the last epoch's is below the first's; every
+    student beats chance on the test set; and ``teacher`` still has the weights whose
+    :func:`~kdbook.soft_labels.weights_fingerprint` was ``teacher_fingerprint`` before
+    the runs (distillation must never train the teacher). Raises ``AssertionError``
+    naming the run and the check that failed; returns a one-line summary.
+    """
+    for r in results:
+        losses = [e["loss"] for e in r["history"]]
+        if not all(math.isfinite(v) for v in losses):
+            raise AssertionError(f"run {r['name']!r}: a training loss is not finite: {losses}")
+        if not losses[-1] < losses[0]:
+            raise AssertionError(f"run {r['name']!r}: the training loss did not fall "
+                                 f"(first epoch {losses[0]:.4f}, last {losses[-1]:.4f})")
+        chance = 1 / len(r["metrics"]["per_class_acc"])
+        if not r["metrics"]["test_acc"] > chance:
+            raise AssertionError(f"run {r['name']!r}: test accuracy {r['metrics']['test_acc']:.4f} "
+                                 f"is not above chance ({chance:.2f})")
+    if weights_fingerprint(teacher) != teacher_fingerprint:
+        raise AssertionError("the teacher's weights changed during the runs")
+    return f"{len(results)} runs: losses finite and falling; all above chance; teacher unchanged"
 
 
 # -----------------------------------------------------------------------------

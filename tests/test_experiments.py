@@ -156,3 +156,30 @@ def test_plans_share_runs_through_the_cache_key():
 def test_results_dir_honours_kdbook_results(tmp_path, monkeypatch):
     monkeypatch.setenv("KDBOOK_RESULTS", str(tmp_path / "r"))
     assert settings.results_dir() == tmp_path / "r" and (tmp_path / "r").is_dir()
+
+
+def _fake_result(name="r", losses=(2.0, 1.5), acc=0.4):
+    return {"name": name, "history": [{"loss": v} for v in losses],
+            "metrics": {"test_acc": acc, "per_class_acc": [acc] * 10}}
+
+
+@pytest.mark.parametrize("result, message", [
+    (_fake_result(losses=(2.0, float("nan"))), "not finite"),
+    (_fake_result(losses=(2.0, 2.1)), "did not fall"),
+    (_fake_result(acc=0.1), "not above chance"),
+])
+def test_check_runs_names_the_run_and_the_failed_check(result, message):
+    teacher = torch.nn.Linear(2, 2)
+    fingerprint = ex.weights_fingerprint(teacher)
+    with pytest.raises(AssertionError, match=message):
+        ex.check_runs([_fake_result("fine"), result], teacher, fingerprint)
+    assert "2 runs" in ex.check_runs([_fake_result("a"), _fake_result("b")], teacher, fingerprint)
+
+
+def test_check_runs_catches_a_changed_teacher():
+    teacher = torch.nn.Linear(2, 2)
+    fingerprint = ex.weights_fingerprint(teacher)
+    with torch.no_grad():
+        teacher.weight[0, 0] += 1e-6
+    with pytest.raises(AssertionError, match="teacher's weights changed"):
+        ex.check_runs([_fake_result()], teacher, fingerprint)
