@@ -78,11 +78,36 @@ class RunSpec:
             raise ValueError(f"label_noise must lie in [0, 1), got {self.label_noise!r}")
 
     def config_dict(self) -> dict:
+        """The run's settings as they enter its key.
+
+        A setting added after results were stored is left out while it has its default
+        value, so the stored runs keep their keys (see ``ADDED_SETTINGS``)."""
         d = asdict(self)
         d.pop("name")
         if d["teacher_run"] is not None:
             d["teacher_run"] = self.teacher_run.config_dict()
+        for section, defaults in (("spec", ADDED_SPEC_SETTINGS), ("train", ADDED_TRAIN_SETTINGS)):
+            fields = d if section == "spec" else d["train"]
+            for name, default in defaults.items():
+                if fields.get(name) == default:
+                    fields.pop(name)
         return d
+
+
+def spec_from_dict(config: dict, name: str = "") -> RunSpec:
+    """The :class:`RunSpec` whose ``config_dict()`` is ``config`` (a stored result's ``spec``)."""
+    fields = dict(config)
+    fields["train"] = TrainConfig(**fields["train"])
+    if fields.get("teacher_run") is not None:
+        fields["teacher_run"] = spec_from_dict(fields["teacher_run"], name="teacher")
+    return RunSpec(name=name, **fields)
+
+
+# Settings added after the first results were stored, with their defaults: a run that
+# leaves them at the default has the key it had before they existed. A new setting of
+# RunSpec or TrainConfig goes here (tests/test_experiments.py checks the stored keys).
+ADDED_SPEC_SETTINGS: dict = {}
+ADDED_TRAIN_SETTINGS: dict = {}
 
 
 # -----------------------------------------------------------------------------
@@ -362,6 +387,7 @@ ALPHAS = (0.1, 0.5, 0.9)
 NOISE = 0.4  # fraction of training labels moved to another class in the label-noise test
 LR_FACTORS = (1, 0.1, 0.01)
 SMALL_STUDENT = (8, 1)
+GUIDELINE_TEMPERATURES = (4, 8)
 
 
 def plan_hyperparameters(profile: str | None = None) -> dict[str, list[RunSpec]]:
@@ -378,7 +404,13 @@ def plan_hyperparameters(profile: str | None = None) -> dict[str, list[RunSpec]]
         spec(f"noisy labels, KD alpha={a}", sc, seed, teacher="book", label_noise=NOISE, train=kd(4, a))
         for a in ALPHAS]
     lr = [spec(f"KD lr x{f:g}", sc, seed, teacher="book", train=kd(lr=STUDENT_LR * f)) for f in LR_FACTORS]
-    return {"grid": grid, "small": small, "alone": default_alone, "noise": noise, "lr": lr}
+    # Guideline 2 ("increase T for a small student") is decided by T = 4 against T = 8 for
+    # both students: those four cells get the other seeds too (seed 0 is in the grid above).
+    small_t = [spec(f"{who} KD T={T}, seed {s}", sc, s, student=size, teacher="book", train=kd(T, 0.5))
+               for s in sc.seeds[1:] for who, size in (("student", (16, 1)), ("small student", SMALL_STUDENT))
+               for T in GUIDELINE_TEMPERATURES]
+    return {"grid": grid, "small": small, "alone": default_alone, "noise": noise, "lr": lr,
+            "small_t_seeds": small_t}
 
 
 LABELLED_FRACTIONS = (0.02, 0.05, 0.10)
@@ -404,6 +436,7 @@ def plan_little_labels(profile: str | None = None) -> list[RunSpec]:
 
 
 BAN_GENERATIONS = 3
+LS_TEACHER_TEMPERATURES = (1.0, 2.0)
 
 
 def plan_variants(profile: str | None = None) -> dict[str, list[RunSpec]]:
@@ -424,8 +457,12 @@ def plan_variants(profile: str | None = None) -> dict[str, list[RunSpec]]:
     for s in seeds:
         teachers.append(spec(f"KD from teacher without LS, seed {s}", sc, s, teacher=teacher, train=kd()))
         teachers.append(spec(f"KD from teacher with LS, seed {s}", sc, s, teacher=ls_teacher_name, train=kd()))
+    # The LS-teacher verdict at lower temperatures (T = 4 is in ``teachers``).
+    teachers_by_t = [spec(f"KD T={T:g} from teacher {'with' if ls else 'without'} LS, seed {s}", sc, s,
+                          teacher=ls_teacher_name if ls else teacher, train=kd(T))
+                     for T in LS_TEACHER_TEMPERATURES for s in seeds for ls in (True, False)]
     return {"self_training": self_training, "label_smoothing": label_smoothing,
-            "born_again": generations, "ls_teacher": teachers}
+            "born_again": generations, "ls_teacher": teachers, "ls_teacher_by_t": teachers_by_t}
 
 
 PLANS = {

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -11,6 +13,8 @@ from kdbook import experiments as ex
 from kdbook import settings
 from kdbook.data import TensorLoader
 from kdbook.train import UNLABELLED, TrainConfig, batch_losses
+
+REPO_RESULTS = Path(__file__).resolve().parents[1] / "results"
 
 
 @pytest.fixture
@@ -183,3 +187,13 @@ def test_check_runs_catches_a_changed_teacher():
         teacher.weight[0, 0] += 1e-6
     with pytest.raises(AssertionError, match="teacher's weights changed"):
         ex.check_runs([_fake_result()], teacher, fingerprint)
+
+
+def test_every_stored_result_keeps_its_key():
+    """A new RunSpec or TrainConfig setting must leave the stored runs' keys alone:
+    each stored spec, read back into a RunSpec, gives exactly the dict it was keyed by."""
+    stored = [json.loads(p.read_text()) for p in sorted(REPO_RESULTS.glob("*.json"))]
+    runs = [r for r in stored if isinstance(r, dict) and "spec" in r and "key" in r]
+    assert len(runs) >= 50
+    for r in runs:
+        assert ex.spec_from_dict(r["spec"]).config_dict() == r["spec"], r["name"]
