@@ -35,10 +35,11 @@ from kdbook.files import atomic_write
 from kdbook.models import StudentCNN, count_parameters
 from kdbook.soft_labels import cached_teacher, weights_fingerprint
 from kdbook.teacher import _commit, available_teacher, ls_teacher, standin_teacher
-from kdbook.train import UNLABELLED, TrainConfig, fit, predict_logits, seed_everything
+from kdbook.train import DISTILLATION_METHODS, UNLABELLED, TrainConfig, fit, predict_logits, seed_everything
 
 TEACHERS = ("none", "book", "book-ls", "standin", "standin-ls")
 TARGETS = ("labels", "teacher-argmax")
+UNLABELLED_METHODS = ("kd", "lskd", "ctkd")  # soft terms that need no label (DKD's does)
 
 
 @dataclass(frozen=True)
@@ -61,6 +62,10 @@ class RunSpec:
     teacher: str = "none"
     teacher_run: "RunSpec | None" = None  # a previous run's student as teacher (born-again)
     targets: str = "labels"  # "teacher-argmax": train on the teacher's hard predictions
+    # Hold out this many training images per class (stratified, seeded, disjoint from the
+    # training images) and evaluate on them instead of the test set, which the run then
+    # never touches: for choosing a setting. Results report metrics["val_acc"], no test_acc.
+    validation_per_class: int | None = None
 
     def __post_init__(self):
         if self.teacher not in TEACHERS:
@@ -70,10 +75,13 @@ class RunSpec:
         if self.teacher_run is not None and self.teacher != "none":
             raise ValueError("give either teacher or teacher_run, not both")
         has_teacher = self.teacher != "none" or self.teacher_run is not None
-        if (self.train.method == "kd" or self.targets == "teacher-argmax") and not has_teacher:
+        if (self.train.method in DISTILLATION_METHODS or self.targets == "teacher-argmax") and not has_teacher:
             raise ValueError(f"{self.name}: KD and teacher-argmax targets need a teacher")
-        if self.train_on_unlabelled and (self.train.method != "kd" or self.labelled_fraction is None):
-            raise ValueError("train_on_unlabelled needs method='kd' and a labelled_fraction")
+        if self.train_on_unlabelled and (self.train.method not in UNLABELLED_METHODS or self.labelled_fraction is None):
+            raise ValueError(f"train_on_unlabelled needs method in {UNLABELLED_METHODS} and a labelled_fraction")
+        v = self.validation_per_class
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+            raise ValueError(f"validation_per_class must be None or a positive int, got {v!r}")
         if not 0 <= self.label_noise < 1:
             raise ValueError(f"label_noise must lie in [0, 1), got {self.label_noise!r}")
 
@@ -106,8 +114,12 @@ def spec_from_dict(config: dict, name: str = "") -> RunSpec:
 # Settings added after the first results were stored, with their defaults: a run that
 # leaves them at the default has the key it had before they existed. A new setting of
 # RunSpec or TrainConfig goes here (tests/test_experiments.py checks the stored keys).
-ADDED_SPEC_SETTINGS: dict = {}
-ADDED_TRAIN_SETTINGS: dict = {}
+ADDED_SPEC_SETTINGS: dict = {"validation_per_class": None}
+ADDED_TRAIN_SETTINGS: dict = {
+    # chapter "Beyond Hinton" (DKD, logit-standardized KD, CTKD)
+    "dkd_alpha": 1.0, "dkd_beta": 8.0, "lskd_weight": 9.0, "ctkd_t_min": 1.0, "ctkd_t_max": 21.0,
+    "ctkd_lambda_max": 1.0, "ctkd_ramp_fraction": 10 / 240,
+}
 
 
 # -----------------------------------------------------------------------------
@@ -119,8 +131,9 @@ class RunData:
     train_images: Tensor
     train_labels: Tensor  # what the loss sees (noisy / pseudo / UNLABELLED)
     clean_labels: Tensor  # the true labels of the same images
-    test_images: Tensor
+    test_images: Tensor  # the evaluation images: the test set, or the held-out validation images
     test_labels: Tensor
+    evaluation: str = "test"  # "test" or "validation": which set test_images holds
 
 
 def noisy_labels(labels: Tensor, rate: float, seed: int, num_classes: int = 10) -> Tensor:
@@ -136,6 +149,9 @@ def run_data(spec: RunSpec, cifar: CIFAR10) -> RunData:
                  stratified_subset(cifar.train_labels, per_class=spec.train_per_class, seed=spec.subset_seed))
     test_idx = (torch.arange(len(cifar.test_labels)) if spec.test_per_class is None else
                 stratified_subset(cifar.test_labels, per_class=spec.test_per_class, seed=spec.subset_seed))
+    if spec.validation_per_class is not None:
+        train_idx, val_idx = split_validation(cifar.train_labels, train_idx, spec.validation_per_class,
+                                              seed=spec.subset_seed + 3)
     clean = cifar.train_labels[train_idx]
     labels = noisy_labels(clean, spec.label_noise, spec.subset_seed + 1) if spec.label_noise else clean.clone()
     images = cifar.train_images[train_idx]
@@ -147,24 +163,39 @@ def run_data(spec: RunSpec, cifar: CIFAR10) -> RunData:
             labels[mask] = UNLABELLED
         else:
             images, labels, clean = images[labelled], labels[labelled], clean[labelled]
+    if spec.validation_per_class is not None:
+        return RunData(images, labels, clean, cifar.train_images[val_idx], cifar.train_labels[val_idx], "validation")
     return RunData(images, labels, clean, cifar.test_images[test_idx], cifar.test_labels[test_idx])
+
+
+def split_validation(labels: Tensor, train_idx: Tensor, per_class: int, seed: int) -> tuple[Tensor, Tensor]:
+    """``train_idx`` split into (the rest, ``per_class`` held-out images of each class), both sorted.
+
+    Stratified and seeded; the two parts are disjoint and together are ``train_idx``."""
+    held = stratified_subset(labels[train_idx], per_class=per_class, seed=seed)
+    keep = torch.ones(len(train_idx), dtype=torch.bool)
+    keep[held] = False
+    return train_idx[keep], train_idx[held]
 
 
 # -----------------------------------------------------------------------------
 # Teachers of a run.
 
 
-def resolve_teacher(spec: RunSpec, cifar: CIFAR10, device) -> tuple[nn.Module | None, str]:
-    """The teacher model and a description of it."""
+def resolve_teacher(spec: RunSpec, cifar: CIFAR10, device, *, train: bool = True) -> tuple[nn.Module | None, str]:
+    """The teacher model and a description of it (``train=False``: never trains a
+    missing teacher, raises ``LookupError`` instead)."""
     if spec.teacher_run is not None:
-        result = run(spec.teacher_run, cifar=cifar, progress=False)
+        result = run(spec.teacher_run, cifar=cifar, progress=False) if train else stored(spec.teacher_run, cifar=cifar)
+        if result is None:
+            raise LookupError(f"no stored result for the born-again teacher {spec.teacher_run.name!r}")
         model = load_student(spec.teacher_run, result, device)
         return model, f"born-again teacher: {spec.teacher_run.name} (test accuracy {result['metrics']['test_acc']:.4f})"
     if spec.teacher == "none":
         return None, "none"
     model, info = {
         "book": lambda: available_teacher(cifar, device),
-        "book-ls": lambda: ls_teacher(cifar, device),
+        "book-ls": lambda: ls_teacher(cifar, device, train_if_missing=train),
         "standin": lambda: standin_teacher(cifar, device),
         "standin-ls": lambda: standin_teacher(cifar, device, label_smoothing=0.1),
     }[spec.teacher]()
@@ -220,6 +251,30 @@ def run(spec: RunSpec, *, cifar: CIFAR10 | None = None, device=None, progress: b
     return _train(spec, key, cifar, device, teacher, teacher_description, progress)
 
 
+def stored(spec: RunSpec, *, cifar: CIFAR10 | None = None, device=None,
+           fingerprints: dict | None = None) -> dict | None:
+    """The stored result of ``spec``, or None; never trains anything (not even a teacher).
+
+    ``fingerprints``: a dict that keeps each named teacher's weights fingerprint between
+    calls, so that reading many results loads each teacher once."""
+    device = torch.device(device) if device is not None else settings.device()
+    cifar = cifar or load_cifar10()
+    fingerprints = {} if fingerprints is None else fingerprints
+    if spec.teacher_run is None and spec.teacher in fingerprints:
+        fingerprint = fingerprints[spec.teacher]
+    else:
+        try:
+            teacher, _ = resolve_teacher(spec, cifar, device, train=False)
+        except (LookupError, FileNotFoundError):
+            return None
+        fingerprint = weights_fingerprint(teacher) if teacher is not None else "none"
+        if spec.teacher_run is None:
+            fingerprints[spec.teacher] = fingerprint
+    key = run_key(spec, cifar.source, fingerprint)
+    cached = _load_result(key)
+    return cached if cached is not None and (settings.results_dir() / f"{key}.pt").exists() else None
+
+
 def _train(spec, key, cifar, device, teacher, teacher_description, progress) -> dict:
     start = time.perf_counter()
     data = run_data(spec, cifar)
@@ -230,7 +285,7 @@ def _train(spec, key, cifar, device, teacher, teacher_description, progress) -> 
                                 device=device, seed=spec.train.seed)
     test_loader = TensorLoader(data.test_images, data.test_labels, 1000, device=device)
     kd_teacher = None
-    if spec.train.method == "kd":
+    if spec.train.method in DISTILLATION_METHODS:
         kd_teacher = cached_teacher(teacher, data.train_images, name=fingerprint_name(teacher), device=device)
     seed_everything(spec.train.seed)
     student = make_student(spec).to(device)
@@ -242,8 +297,8 @@ def _train(spec, key, cifar, device, teacher, teacher_description, progress) -> 
         "key": key,
         "name": spec.name,
         "spec": spec.config_dict(),
-        "metrics": test_metrics(student, test_loader, cifar, device),
-        "history": history.epochs,
+        "metrics": evaluation_metrics(student, test_loader, cifar, device, data.evaluation),
+        "history": history_with_evaluation_name(history.epochs, data.evaluation),
         "student_parameters": count_parameters(student),
         "train_images": len(data.train_labels),
         "labelled_images": int((data.train_labels != UNLABELLED).sum()),
@@ -252,6 +307,7 @@ def _train(spec, key, cifar, device, teacher, teacher_description, progress) -> 
             "profile": settings.profile(), "device": settings.describe_device(device), "data": cifar.source,
             "wall_s": time.perf_counter() - start, "train_wall_s": sum(e["seconds"] for e in history.epochs),
             "torch": torch.__version__, "commit": _commit(), "teacher": teacher_description,
+            "autocast": str(settings.autocast_dtype(device)).removeprefix("torch.") if spec.train.amp else "off",
         },
     }
     # The student's weights (half precision, tens of kB): later runs may use it as a teacher.
@@ -290,6 +346,29 @@ def test_metrics(student: nn.Module, test_loader: TensorLoader, cifar: CIFAR10, 
     }
 
 
+def evaluation_metrics(student, loader: TensorLoader, cifar: CIFAR10, device, evaluation: str = "test") -> dict:
+    """:func:`test_metrics`, with each key renamed for a validation set ("val_acc",
+    "val_loss", "per_class_val_acc", "agreement_with_book_teacher_val", "val_images")
+    so that no validation number is ever read as a test number."""
+    metrics = test_metrics(student, loader, cifar, device)
+    if evaluation == "test":
+        return metrics
+    if evaluation != "validation":
+        raise ValueError(f"evaluation must be 'test' or 'validation', got {evaluation!r}")
+    return {VALIDATION_NAMES[k]: v for k, v in metrics.items()}
+
+
+VALIDATION_NAMES = {"test_acc": "val_acc", "test_loss": "val_loss", "per_class_acc": "per_class_val_acc",
+                    "agreement_with_book_teacher": "agreement_with_book_teacher_val", "test_images": "val_images"}
+
+
+def history_with_evaluation_name(epochs: list[dict], evaluation: str) -> list[dict]:
+    """Per-epoch records; on a validation run the evaluated accuracy is "val_acc"."""
+    if evaluation == "test":
+        return epochs
+    return [{("val_acc" if k == "test_acc" else k): v for k, v in e.items()} for e in epochs]
+
+
 def run_all(specs: list[RunSpec], *, progress: bool = True, cifar: CIFAR10 | None = None) -> list[dict]:
     """Runs (or loads) every spec in order; one progress bar over the sweep."""
     cifar = cifar or load_cifar10()
@@ -317,9 +396,11 @@ def check_runs(results: list[dict], teacher: nn.Module, teacher_fingerprint: str
         if not losses[-1] < losses[0]:
             raise AssertionError(f"run {r['name']!r}: the training loss did not fall "
                                  f"(first epoch {losses[0]:.4f}, last {losses[-1]:.4f})")
-        chance = 1 / len(r["metrics"]["per_class_acc"])
-        if not r["metrics"]["test_acc"] > chance:
-            raise AssertionError(f"run {r['name']!r}: test accuracy {r['metrics']['test_acc']:.4f} "
+        split = "test" if "test_acc" in r["metrics"] else "validation"  # a validation run has val_acc
+        acc = r["metrics"]["test_acc" if split == "test" else "val_acc"]
+        chance = 1 / len(r["metrics"]["per_class_acc" if split == "test" else "per_class_val_acc"])
+        if not acc > chance:
+            raise AssertionError(f"run {r['name']!r}: {split} accuracy {acc:.4f} "
                                  f"is not above chance ({chance:.2f})")
     if weights_fingerprint(teacher) != teacher_fingerprint:
         raise AssertionError("the teacher's weights changed during the runs")
@@ -465,11 +546,88 @@ def plan_variants(profile: str | None = None) -> dict[str, list[RunSpec]]:
             "born_again": generations, "ls_teacher": teachers, "ls_teacher_by_t": teachers_by_t}
 
 
+# -----------------------------------------------------------------------------
+# Chapter "Beyond Hinton": DKD, logit-standardized KD and CTKD against Hinton's KD,
+# same student, recipe, data and teacher. DKD's beta is chosen on held-out training
+# images (one seed: a selection, not a finding); the test set never enters the choice.
+
+DKD_BETAS = (1.0, 2.0, 4.0, 8.0)  # candidates for DKD's beta (8 is mdistiller's CIFAR-100 value)
+VALIDATION_PER_CLASS = 500  # held-out training images per class for the choice (5,000 in all)
+
+
+def validation_size(sc: Scale) -> int:
+    """Held-out images per class: 500 of the full 5,000; a tenth of a quick-profile subset."""
+    return VALIDATION_PER_CLASS if sc.train_per_class is None else max(1, sc.train_per_class // 10)
+
+
+def dkd(beta: float, T: float = 4.0, **changes) -> dict:
+    """DKD settings: TCKD weight 1 (mdistiller's), NCKD weight ``beta``, the book's alpha = 0.5."""
+    return dict(method="dkd", temperature=T, dkd_alpha=1.0, dkd_beta=float(beta), **changes)
+
+
+LSKD = dict(method="lskd", temperature=2.0)  # Sun et al.'s base temperature; lskd_weight 9 (the default)
+CTKD = dict(method="ctkd", temperature=4.0)  # the learned T starts at Hinton's T = 4
+
+
+def chosen_beta(selection: list[dict]) -> float:
+    """DKD's beta with the highest validation accuracy among ``selection`` (ties: the smaller).
+
+    ``selection``: the results of the plan's "beta_selection" runs. A result that carries
+    a test accuracy, or is not a DKD validation run, is refused: the test set never enters."""
+    if not selection:
+        raise ValueError("selection is empty: pass the results of the beta_selection runs")
+    scored = []
+    for r in selection:
+        train = spec_from_dict(r["spec"]).train
+        if "test_acc" in r["metrics"] or "val_acc" not in r["metrics"] or train.method != "dkd":
+            raise ValueError(f"run {r.get('name')!r} is not a DKD run evaluated on the validation split; "
+                             "beta must be chosen on validation accuracy only")
+        scored.append((r["metrics"]["val_acc"], -train.dkd_beta))
+    best_acc, neg_beta = max(scored)
+    return -neg_beta
+
+
+def plan_beyond_hinton(profile: str | None = None, beta: float | None = None) -> dict[str, list[RunSpec]]:
+    """Chapter "Beyond Hinton". ``beta_selection``: DKD at each of :data:`DKD_BETAS` on the
+    validation split, seed 0. ``methods`` (only when ``beta`` is given, chosen by
+    :func:`chosen_beta` from the selection's results): for every seed, Hinton's KD (the
+    distilling chapter's runs, same keys), DKD at ``beta``, LS-KD and CTKD."""
+    sc = scale(profile)
+    held_out = validation_size(sc)
+    plan = {"beta_selection": [
+        spec(f"DKD beta={b:g} (validation)", sc, sc.seeds[0], teacher="book", validation_per_class=held_out,
+             train=dkd(b)) for b in DKD_BETAS]}
+    if beta is None:
+        return plan
+    methods = []
+    for seed in sc.seeds:
+        methods += [
+            spec(f"KD T=4 alpha=0.5, seed {seed}", sc, seed, teacher="book", train=kd()),
+            spec(f"DKD beta={beta:g}, seed {seed}", sc, seed, teacher="book", train=dkd(beta)),
+            spec(f"LS-KD, seed {seed}", sc, seed, teacher="book", train=LSKD),
+            spec(f"CTKD, seed {seed}", sc, seed, teacher="book", train=CTKD),
+        ]
+    return {**plan, "methods": methods}
+
+
+def plan_beyond_hinton_stored(profile: str | None = None) -> dict[str, list[RunSpec]]:
+    """The whole plan once every selection run is stored (beta chosen from them), else
+    the selection alone: ``python -m kdbook.experiments beyond-hinton`` runs the
+    selection, then the methods at the chosen beta."""
+    plan = plan_beyond_hinton(profile)
+    cifar, fingerprints = load_cifar10(), {}
+    found = [stored(s, cifar=cifar, fingerprints=fingerprints) for s in plan["beta_selection"]]
+    if any(r is None for r in found):
+        return plan
+    return plan_beyond_hinton(profile, beta=chosen_beta(found))
+
+
 PLANS = {
     "distilling": plan_distilling,
     "hyperparameters": plan_hyperparameters,
     "little-labels": plan_little_labels,
     "variants": plan_variants,
+    "beyond-hinton": plan_beyond_hinton_stored,
 }
 
 
@@ -497,6 +655,11 @@ def main(argv=None) -> None:
             continue
         with settings.Stopwatch(cifar.source) as clock:
             run_all(specs, cifar=cifar)
+            # A staged plan (beyond-hinton) grows once its first stage is stored: run the rest.
+            more = [s for s in flatten(PLANS[chapter]()) if s not in specs]
+            if more:
+                print(f"{chapter}: {len(more)} more runs chosen from the first stage")
+                run_all(more, cifar=cifar)
         print(clock.stamp.line())
 
 

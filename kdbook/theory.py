@@ -345,3 +345,142 @@ def prediction_joint(p_x: Sequence, teacher: Sequence[Sequence], student: Sequen
                        for ys in range(len(student[0]))]
                       for yt, pt in enumerate(teacher[x])])
     return joint
+
+
+# -----------------------------------------------------------------------------
+# The claim audit: the soft term at low temperature, separate teacher and student
+# temperatures, a bound on the scaled gradient valid at every temperature, and
+# information identities for predictions and drawn labels.
+
+
+def _logit_pair(student_logits, teacher_logits):
+    """Both logit tensors checked: floating, shape (batch, classes), the same shape."""
+    from kdbook.losses import check_logits, check_same_shape
+
+    check_logits(student_logits, "student_logits")
+    check_logits(teacher_logits, "teacher_logits")
+    check_same_shape(student_logits, teacher_logits, "teacher_logits")
+
+
+def soft_loss_two_temperatures(student_logits, teacher_logits, T_teacher, T_student):
+    """``KL(softmax(z_t / T_teacher) || softmax(z_s / T_student))``, averaged over the batch,
+    without any ``T^2`` factor.
+
+    With ``T_teacher = T_student = T`` it is the soft term of the distillation loss. With
+    ``T_student = 1`` and ``T_teacher -> 0`` it tends to the cross-entropy of the student
+    on the teacher's top class (a unique one): self-training (claim audit, claim 11)."""
+    import torch.nn.functional as F
+
+    _logit_pair(student_logits, teacher_logits)
+    log_pt = F.log_softmax(teacher_logits / _positive_temperature(T_teacher), dim=1)
+    log_ps = F.log_softmax(student_logits / _positive_temperature(T_student), dim=1)
+    return F.kl_div(log_ps, log_pt, reduction="batchmean", log_target=True)
+
+
+def low_temperature_soft_limit(student_logits, teacher_logits):
+    """``lim_{T -> 0+} T * KL(p_t^T || p_s^T)``, averaged over the batch.
+
+    Per example it is ``max_j s_j - mean_{i in A} s_i`` with ``s`` the student's logits and
+    ``A`` the set of the teacher's largest logits (exact ties): for a unique teacher argmax
+    ``k*``, the margin ``max_j s_j - s_{k*}``, 0 exactly when the student's top class is
+    ``k*``. So ``T^2 KL`` tends to 0 (claim audit, claim 1)."""
+    _logit_pair(student_logits, teacher_logits)
+    top = (teacher_logits == teacher_logits.max(dim=1, keepdim=True).values).to(student_logits.dtype)
+    mean_on_top = (top * student_logits).sum(dim=1) / top.sum(dim=1)
+    return (student_logits.max(dim=1).values - mean_on_top).mean()
+
+
+def softmax_covariance(p):
+    """``diag(p) - p p^T`` for each row ``p`` of a (batch, classes) tensor of probabilities:
+    ``T`` times the Jacobian of ``softmax(z / T)`` at ``p = softmax(z / T)``. Its largest
+    eigenvalue is at most 1/2 (claim audit, claims 4 and 5)."""
+    import torch
+
+    from kdbook.losses import check_probabilities
+
+    # the tolerance only screens out tensors that are not probabilities at all
+    check_probabilities(p, "p", atol=1e-6)
+    return torch.diag_embed(p) - p[:, :, None] * p[:, None, :]
+
+
+def scaled_gradient_bound(student_logits, teacher_logits):
+    """``(1/2) ||c_s - c_t||_2`` per example (``c`` the centred logits): for every ``T > 0`` a
+    bound on ``||T (p_s^T - p_t^T)||_2``, the logit gradient of ``T^2 KL(p_t^T || p_s^T)``
+    (claim audit, claims 4 and 5)."""
+    _logit_pair(student_logits, teacher_logits)
+    difference = student_logits - teacher_logits
+    return (difference - difference.mean(dim=1, keepdim=True)).norm(dim=1) / 2
+
+
+def prediction_informations(joint) -> dict[str, sp.Expr]:
+    """``I(X;Y_t)``, ``I(X;Y_s)``, ``I(X;Y_s|Y_t)`` and ``I(X;Y_t|Y_s)`` (nats, exact for
+    rational entries) of a joint table ``joint[x][y_t][y_s]``, e.g. from ``prediction_joint``.
+
+    Two expansions of ``I(X; Y_t, Y_s)`` by the chain rule give, for every joint table,
+    ``I(X;Y_s) - I(X;Y_t) = I(X;Y_s|Y_t) - I(X;Y_t|Y_s)``."""
+    _probability_table(joint, 3)
+    return {
+        "I(X;Y_t)": mutual_information(marginal(joint, (0, 1))),
+        "I(X;Y_s)": mutual_information(marginal(joint, (0, 2))),
+        "I(X;Y_s|Y_t)": conditional_mutual_information(joint),
+        "I(X;Y_t|Y_s)": conditional_mutual_information(marginal(joint, (0, 2, 1))),
+    }
+
+
+def drawn_label_budget(p_x: Sequence, targets: Sequence[Sequence]) -> dict[str, sp.Expr]:
+    """For ``X ~ p_x`` and a label ``Y ~ targets[x]`` drawn from the target of ``X``: the mean
+    entropy ``E_X H(p(.|X))``, the information ``I(X;Y)`` and ``H(mean target)``, which is
+    their sum (nats, exact for exact entries).
+
+    ``H(mean target)`` depends on the targets: it is no fixed budget. The fixed bound is
+    ``I(X;Y) <= log n - E_X H(p(.|X))``."""
+    if len(targets) != len(p_x):
+        raise ValueError(f"targets needs one row per input value: {len(p_x)} rows, got {len(targets)}")
+    joint = [[sp.sympify(px) * sp.sympify(t) for t in row] for px, row in zip(p_x, targets)]
+    table = _probability_table(joint, 2)
+    mean_target = list(table.sum(axis=0))
+    rows = [[sp.sympify(t) for t in row] for row in targets]
+    return {
+        "mean entropy": sp.Add(*[sp.sympify(px) * _entropy_0log0(row) for px, row in zip(p_x, rows)]),
+        "I(X;Y)": mutual_information(joint),
+        "H(mean target)": _entropy_0log0(mean_target),
+    }
+
+
+def _entropy_0log0(p: Sequence[sp.Expr]) -> sp.Expr:
+    """``H(p)`` with ``0 log 0 = 0`` (``entropy`` would give ``nan`` for an exact 0)."""
+    return -sp.Add(*[pi * sp.log(pi) for pi in p if not pi.is_zero])
+
+
+def information_of_function(p_x: Sequence, values: Sequence) -> sp.Expr:
+    """``I(X; f(X)) = H(f(X))`` in nats for a discrete ``X ~ p_x`` and ``f(x) = values[x]``:
+    the entropy of the partition of the inputs into groups with equal values (compared
+    exactly: sympy numbers, ints, or sequences of them)."""
+    if len(values) != len(p_x):
+        raise ValueError(f"values needs one entry per input value: {len(p_x)}, got {len(values)}")
+    _probability_table([[px] for px in p_x], 2)
+    mass: dict = {}
+    for px, value in zip(p_x, values):
+        key = tuple(sp.sympify(v) for v in value) if isinstance(value, (list, tuple)) else sp.sympify(value)
+        mass[key] = mass.get(key, sp.Integer(0)) + sp.sympify(px)
+    return _entropy_0log0(list(mass.values()))
+
+
+def expand_log_primes(expr: sp.Expr) -> sp.Expr:
+    """``expr`` with every logarithm of a positive rational written as an integer combination
+    of logarithms of primes (``log(12/5) = 2 log 2 + log 3 - log 5``), then expanded.
+
+    The logarithms of distinct primes are linearly independent over the rationals, so a
+    rational combination of such logarithms is 0 exactly when this returns 0: an exact
+    test for identities between mutual informations of rational tables."""
+
+    def split(argument):
+        if not (argument.is_Rational and argument.is_positive):
+            return sp.log(argument)
+        total = sp.Integer(0)
+        for part, sign in ((argument.p, 1), (argument.q, -1)):
+            for prime, power in sp.factorint(part).items():
+                total += sign * power * sp.log(prime, evaluate=False)
+        return total
+
+    return sp.expand(sp.expand_log(expr, force=True).replace(sp.log, split))
