@@ -6,7 +6,8 @@ writes out in the notebook first and then compares with the tested version here.
 Modules, in the order data flows through them:
 
 - :mod:`kdbook.settings`   profiles (quick/full), device, where results and caches live
-- :mod:`kdbook.losses`     the distillation losses, soft targets, label smoothing
+- :mod:`kdbook.losses`     the distillation losses (Hinton's, DKD, logit-standardized), soft targets, label smoothing
+- :mod:`kdbook.learned_temperature`  CTKD's adversarially learned temperature (gradient reversal, curriculum)
 - :mod:`kdbook.theory`     sympy objects and identities the chapters derive
 - :mod:`kdbook.data`       CIFAR-10 (torchvision or an offline ImageFolder copy), tensor loader
 - :mod:`kdbook.models`     teacher and student CNNs
@@ -21,6 +22,9 @@ from kdbook.losses import (  # noqa: F401  (re-exported: the public API)
     ResponseDistillationLoss,
     SoftLabelDistillationLoss,
     distillation_loss,
+    dkd_loss,
     soft_distillation_loss,
     soft_targets,
+    standardize_logits,
+    standardized_distillation_loss,
 )

@@ -13,6 +13,10 @@ same student, data and batch size, in one process:
 
 It prints images/second for each, the ratios 2/1, 3/2, 4/1 and the loaders-alone
 ratio, with torch version, device and threads; ``--json`` writes the same.
+
+``python -m kdbook.bench --methods`` instead times one training step of each
+distillation method of chapter "Beyond Hinton" (KD, DKD, LS-KD, CTKD) fed by cached
+teacher outputs, and the loss alone, as ratios to Hinton's KD (:func:`time_methods`).
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ from kdbook.data import MEAN, STD, TensorLoader, load_cifar10
 from kdbook.losses import distillation_loss
 from kdbook.models import StudentCNN, TeacherNet
 from kdbook.soft_labels import compute_teacher_logits
-from kdbook.train import CachedTeacher, OnlineTeacher, autocast
+from kdbook.train import CachedTeacher, OnlineTeacher, TrainConfig, autocast, batch_losses, make_learned_temperature
 
 # ----------------------------------------------------------------------------- settings
 BENCH = dict(
@@ -260,6 +264,102 @@ def report(result: dict) -> str:
     return "\n".join(lines)
 
 
+# ----------------------------------------------------------------------------- methods
+# The soft terms of chapter "Beyond Hinton", with the settings of its runs.
+METHOD_CONFIGS = {
+    "kd": dict(method="kd", temperature=4.0),
+    "dkd": dict(method="dkd", temperature=4.0, dkd_beta=8.0),
+    "lskd": dict(method="lskd", temperature=2.0),
+    "ctkd": dict(method="ctkd", temperature=4.0),
+}
+
+
+def time_methods(device: torch.device, steps: int = BENCH["steps"], rounds: int = 3, amp: bool = True,
+                 channels_last: bool = True, loss_steps: int = 200) -> dict:
+    """Cost of each distillation method, fed by cached teacher outputs, in one process.
+
+    For each method of :data:`METHOD_CONFIGS`: seconds per training step (student forward
+    and backward, the method's loss through :func:`kdbook.train.batch_losses`, optimiser
+    step; CTKD's temperature in the optimiser), and seconds per forward+backward of the
+    loss alone on a fixed batch of logits. The methods take turns, ``rounds`` times, and
+    the median round counts, so that a slow moment of the machine hits all of them alike.
+    The cached outputs are random numbers: the loss's cost does not depend on the values."""
+    cifar = load_cifar10()
+    bs, warm = BENCH["batch_size"], BENCH["warmup"]
+    loader = TensorLoader(cifar.train_images, cifar.train_labels, bs, shuffle=True, augment=True,
+                          drop_last=True, device=device)
+    cached = CachedTeacher(torch.randn(len(cifar.train_labels), 2, 10, generator=torch.Generator().manual_seed(0)))
+    cached.to(device)
+    configs = {name: TrainConfig(**c) for name, c in METHOD_CONFIGS.items()}
+    step_seconds = {name: [] for name in configs}
+    loss_seconds = {name: [] for name in configs}
+    for _ in range(rounds):
+        for name, config in configs.items():
+            step_seconds[name].append(_time_method_steps(config, loader, cached, device, steps, warm, amp,
+                                                         channels_last) / steps)
+            loss_seconds[name].append(_time_loss_alone(config, device, loss_steps) / loss_steps)
+    step = {k: sorted(v)[len(v) // 2] for k, v in step_seconds.items()}
+    loss = {k: sorted(v)[len(v) // 2] for k, v in loss_seconds.items()}
+    return {
+        "torch": torch.__version__, "device": settings.describe_device(device), "threads": torch.get_num_threads(),
+        "amp": amp, "channels_last": channels_last, "batch_size": bs, "steps": steps, "rounds": rounds,
+        "student": BENCH["student"], "data": cifar.source,
+        "seconds_per_step": step, "seconds_per_loss": loss,
+        "step_ratio_to_kd": {k: v / step["kd"] for k, v in step.items()},
+        "loss_ratio_to_kd": {k: v / loss["kd"] for k, v in loss.items()},
+    }
+
+
+def _time_method_steps(config, loader, cached, device, steps, warmup, amp, channels_last) -> float:
+    student = make_student(device, channels_last)
+    learned = make_learned_temperature(config, steps + warmup)
+    params = list(student.parameters()) + ([] if learned is None else list(learned.to(device).parameters()))
+    optimizer = torch.optim.SGD(params, lr=0.01, momentum=0.9, nesterov=True)
+    layout = torch.channels_last if channels_last else torch.contiguous_format
+    batches = endless(loader)
+    for i in range(warmup + steps):
+        if i == warmup:
+            synchronize(device)
+            start = time.perf_counter()
+        batch = next(batches)
+        with autocast(device, amp):
+            logits = student(batch.images.contiguous(memory_format=layout))
+        loss = batch_losses(logits, batch.labels, config, cached(batch), learned)["loss"]
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    synchronize(device)
+    return time.perf_counter() - start
+
+
+def _time_loss_alone(config, device, steps: int) -> float:
+    g = torch.Generator().manual_seed(0)
+    bs = BENCH["batch_size"]
+    logits = torch.randn(bs, 10, generator=g).to(device).requires_grad_(True)
+    teacher, labels = torch.randn(bs, 10, generator=g).to(device), torch.randint(0, 10, (bs,), generator=g).to(device)
+    learned = make_learned_temperature(config, 2 * steps)
+    if learned is not None:
+        learned.to(device)
+    for i in range(2 * steps):  # the first half warms up
+        if i == steps:
+            synchronize(device)
+            start = time.perf_counter()
+        batch_losses(logits, labels, config, teacher, learned)["loss"].backward()
+    synchronize(device)
+    return time.perf_counter() - start
+
+
+def report_methods(result: dict) -> str:
+    lines = [f"torch {result['torch']} | device {result['device']} | threads {result['threads']} | "
+             f"amp {result['amp']} | batch {result['batch_size']} | "
+             f"{result['steps']} steps x {result['rounds']} rounds",
+             "", f"{'method':<8}{'ms/step':>10}{'x KD':>8}{'us/loss':>12}{'x KD':>8}"]
+    for name in result["seconds_per_step"]:
+        lines.append(f"{name:<8}{1e3 * result['seconds_per_step'][name]:>10.2f}{result['step_ratio_to_kd'][name]:>8.3f}"
+                     f"{1e6 * result['seconds_per_loss'][name]:>12.1f}{result['loss_ratio_to_kd'][name]:>8.3f}")
+    return "\n".join(lines)
+
+
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", choices=["cpu", "cuda"], default=None)
@@ -267,14 +367,19 @@ def main(argv=None) -> dict:
     parser.add_argument("--steps", type=int, default=BENCH["steps"], help="timed steps per mode (CI dry run: 5)")
     parser.add_argument("--no-amp", action="store_true", help="float32 instead of bfloat16 autocast")
     parser.add_argument("--no-channels-last", action="store_true")
+    parser.add_argument("--methods", action="store_true",
+                        help="time a training step of KD, DKD, LS-KD and CTKD instead (chapter Beyond Hinton)")
     args = parser.parse_args(argv)
     device = torch.device(args.device) if args.device else settings.device()
     if device.type == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda but CUDA is not available here")
     start = time.perf_counter()
-    result = run(device, args.steps, amp=not args.no_amp, channels_last=not args.no_channels_last)
+    if args.methods:
+        result = time_methods(device, args.steps, amp=not args.no_amp, channels_last=not args.no_channels_last)
+    else:
+        result = run(device, args.steps, amp=not args.no_amp, channels_last=not args.no_channels_last)
     result["wall_s"] = time.perf_counter() - start
-    print(report(result))
+    print(report_methods(result) if args.methods else report(result))
     print(f"benchmark wall time {result['wall_s']:.1f} s")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -2,8 +2,10 @@
 
 The public repository's URL lives in one place, ``repository.url`` (and
 ``repository.branch``) in ``_config.yml``. Each notebook under ``book/`` starts with a
-code cell tagged ``kdbook-setup`` that, in Colab only, installs this package from that
-repository, then reports the device and the profile. This module writes that cell from
+code cell tagged ``kdbook-setup`` that, in Colab only, clones that repository (its
+``results/`` hold the book's stored runs, which ``KDBOOK_RESULTS`` then points at) and
+installs this package from the clone, then reports the device and the profile. On the
+website that cell is folded (tag :data:`HIDE_TAG`). This module writes that cell from
 one template (:data:`TEMPLATE`) and sets the notebook metadata that asks Colab for a
 GPU in the chapters that train networks::
 
@@ -36,34 +38,54 @@ import yaml
 SETUP_TAG = "kdbook-setup"
 ROOT = Path(__file__).resolve().parent.parent
 
-# The setup cell, one template for every notebook. Outside Colab it installs nothing
-# (the reader installed requirements.txt). In Colab it installs the package with pip
-# from git: its dependencies are unpinned (see pyproject.toml), so pip keeps Colab's
-# torch, torchvision and numpy. Nothing is mounted automatically: one printed line
-# says how to keep results on Google Drive.
+# The setup cell, one template for every notebook. Outside Colab it does nothing but
+# report (the reader installed requirements.txt). In Colab it makes a shallow clone of
+# the repository, once per runtime, for the book's stored results (results/): a chapter
+# then redraws its figures from the stored runs in seconds and trains only the runs
+# whose settings the reader changed. It installs the package from that clone: its
+# dependencies are unpinned (see pyproject.toml), so pip keeps Colab's torch,
+# torchvision and numpy. Nothing is mounted automatically: one printed line says how to
+# keep checkpoints on Google Drive. On the website the cell is folded (HIDE_TAG), so a
+# page opens with its text.
 TEMPLATE = '''\
 # kdbook-setup: written from _config.yml by `python -m kdbook.colab`
+import os
 import subprocess
 import sys
 
 REPOSITORY = "{url}"
 BRANCH = "{branch}"
 if "google.colab" in sys.modules:
-    # Installs kdbook; pip keeps Colab's torch, torchvision and numpy.
-    package = f"kdbook @ git+{{REPOSITORY}}@{{BRANCH}}"
-    subprocess.run(
-        [sys.executable, "-m", "pip", "install", "-q", package], check=True
-    )
+    # The repository, once per runtime: the package and the book's stored results.
+    CLONE = "/content/{name}"
+    if not os.path.isdir(CLONE):
+        subprocess.run(
+            ["git", "clone", "-q", "--depth", "1", "--branch", BRANCH, REPOSITORY, CLONE],
+            check=True,
+        )
+    # Installs kdbook from the clone; pip keeps Colab's torch, torchvision and numpy.
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", CLONE], check=True)
+    # Stored runs are read from there, and new ones written there, unless KDBOOK_RESULTS is set.
+    if not os.environ.get("KDBOOK_RESULTS"):
+        os.environ["KDBOOK_RESULTS"] = os.path.join(CLONE, "results")
+    # The stored runs were computed on the book's JPEG copy of CIFAR-10, Colab downloads
+    # the original: a stored run of the same configuration is read, not retrained (its
+    # provenance names the data it came from); a changed configuration trains here.
+    os.environ.setdefault("KDBOOK_RESULTS_DATA", "CIFAR-10, JPEG q75 copy")
+    print(f"results: {{os.environ['KDBOOK_RESULTS']}} (runs stored there are not retrained)")
     print(
         "Long runs: mount Google Drive (Files panel), then run"
-        " `%env KDBOOK_HOME=/content/drive/MyDrive/kdbook`: results and"
-        " checkpoints then survive a disconnect, and re-running resumes."
+        " `%env KDBOOK_HOME=/content/drive/MyDrive/kdbook`: checkpoints"
+        " then survive a disconnect, and re-running resumes."
     )
 
 from kdbook import settings
 
 print(f"device: {{settings.describe_device()}} | profile: {{settings.profile()}}")
 print("To switch, run `%env KDBOOK_PROFILE=full` (or quick) before this cell.")'''
+# myst-nb's tag that folds a cell's input and output behind one toggle on the website;
+# Jupyter and Colab ignore it, so there the setup cell is an ordinary cell.
+HIDE_TAG = "hide-cell"
 
 # Calls that train a network, for notebooks without an explicit ``kdbook.trains`` flag.
 TRAINING_PATTERNS = (
@@ -113,12 +135,21 @@ def read_repository(config: Path | str = ROOT / "_config.yml") -> Repository:
     return result
 
 
+def clone_name(url: str) -> str:
+    """The folder a clone of ``url`` gets: its last path component, less ``.git``."""
+    name = url.rstrip("/").rsplit("/", 1)[-1]
+    name = name[:-len(".git")] if name.endswith(".git") else name
+    if not re.fullmatch(r"[A-Za-z0-9._-]+", name) or name in (".", ".."):
+        raise ValueError(f"repository.url must end in a repository name, got {url!r}")
+    return name
+
+
 def setup_source(repository: Repository) -> str:
     """The setup cell's source for ``repository``."""
     for value in (repository.url, repository.branch):
         if '"' in value or "\\" in value or "\n" in value:
             raise ValueError(f"unexpected character in repository setting {value!r}")
-    return TEMPLATE.format(url=repository.url, branch=repository.branch)
+    return TEMPLATE.format(url=repository.url, branch=repository.branch, name=clone_name(repository.url))
 
 
 def notebooks(book: Path | str = ROOT / "book") -> list[Path]:
@@ -157,8 +188,12 @@ def problems(nb, repository: Repository) -> list[str]:
         found.append(f"{len(cells)} cells tagged {SETUP_TAG!r}, expected exactly 1")
     elif cells[0] != first_code_cell(nb):
         found.append(f"the {SETUP_TAG!r} cell is not the first code cell")
-    elif nb.cells[cells[0]].source != setup_source(repository):
-        found.append("the setup cell differs from the template (repository URL or text)")
+    else:
+        cell = nb.cells[cells[0]]
+        if cell.source != setup_source(repository):
+            found.append("the setup cell differs from the template (repository URL or text)")
+        if HIDE_TAG not in cell.get("metadata", {}).get("tags", []):
+            found.append(f"the setup cell is not tagged {HIDE_TAG!r} (folded on the website)")
     trains = trains_networks(nb)
     if trains and not has_gpu_metadata(nb):
         found.append("trains networks but its metadata does not ask Colab for a GPU")
@@ -181,8 +216,11 @@ def rewrite(nb, repository: Repository) -> None:
             position = first_code_cell(nb)
             nb.cells.insert(len(nb.cells) if position is None else position, cell)
         cell.source = source
+        tags = cell.metadata.setdefault("tags", [])
+        if HIDE_TAG not in tags:
+            tags.append(HIDE_TAG)
     else:
-        cell = nbformat.v4.new_code_cell(source, metadata={"tags": [SETUP_TAG]})
+        cell = nbformat.v4.new_code_cell(source, metadata={"tags": [SETUP_TAG, HIDE_TAG]})
         position = first_code_cell(nb)
         nb.cells.insert(len(nb.cells) if position is None else position, cell)
 

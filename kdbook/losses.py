@@ -10,6 +10,10 @@ Both are averaged over the batch ("batchmean": the KL summed over classes, then
 averaged over samples; PyTorch's ``reduction='mean'`` would also divide by the
 number of classes).
 
+Beyond Hinton (chapter "Beyond Hinton"): decoupled KD (:func:`dkd_loss`, Zhao et al.
+2022) and logit-standardized KD (:func:`standardize_logits`,
+:func:`standardized_distillation_loss`, Sun et al. 2024); see the section below.
+
 Numerics: everything is computed from ``log_softmax`` so that logits of size 1e4
 at T = 0.05 (ratios of 2e5) stay finite: no ``log(0)`` and no ``0 * inf``.
 """
@@ -268,3 +272,144 @@ class SoftLabelDistillationLoss(nn.Module):
 
     def extra_repr(self) -> str:
         return f"temperature={self.temperature}, scale_by_t2={self.scale_by_t2}"
+
+
+# -----------------------------------------------------------------------------
+# Beyond Hinton: decoupled KD (Zhao et al., 2022) and logit standardization
+# (Sun et al., 2024). Chapter "Beyond Hinton".
+#
+# DKD splits each distribution at temperature T into the binary (target, non-target)
+# probabilities b = (p_y, 1 - p_y) and the distribution q over the non-target classes
+# (q_j = p_j / (1 - p_y), j != y). Then, per sample,
+#
+#     KL(p_t || p_s) = KL(b_t || b_s) + (1 - p_t,y) * KL(q_t || q_s)
+#                    =      TCKD      + (1 - p_t,y) *      NCKD
+#
+# and DKD reweights the two terms: alpha * TCKD + beta * NCKD (each times T^2).
+
+
+def check_weight(value, name: str) -> float:
+    """A loss weight: a finite real number >= 0 (DKD's alpha and beta, LS-KD's weight)."""
+    if isinstance(value, bool) or not isinstance(value, Real):
+        raise TypeError(f"{name} must be a real number >= 0, got {type(value).__name__}")
+    if not (math.isfinite(value) and value >= 0):  # also rejects nan
+        raise ValueError(f"{name} must be finite and >= 0, got {value!r}")
+    return float(value)
+
+
+def _non_target(values: Tensor, labels: Tensor) -> Tensor:
+    """The (N, C - 1) entries of ``values`` off each sample's label, in class order.
+
+    Gathering them (rather than subtracting a large constant at the label, as
+    mdistiller does) leaves the label out exactly: no -inf, no 0 * inf in the KL."""
+    keep = torch.ones_like(values, dtype=torch.bool).scatter_(1, labels[:, None], False)
+    return values[keep].view(values.shape[0], values.shape[1] - 1)
+
+
+def _binary_log_probs(logits: Tensor, labels: Tensor, T: float) -> Tensor:
+    """(N, 2) log of (p_y, 1 - p_y) at temperature T, computed without 1 - p.
+
+    log p_y = z_y/T - logsumexp(z/T); log(1 - p_y) = logsumexp_{j != y}(z_j/T) - logsumexp(z/T):
+    both finite for finite logits, and 1 - p_y is never formed (no cancellation when p_y ~ 1)."""
+    scaled = logits / T
+    log_norm = torch.logsumexp(scaled, dim=1)
+    target = scaled.gather(1, labels[:, None]).squeeze(1)
+    others = torch.logsumexp(_non_target(scaled, labels), dim=1)
+    return torch.stack([target - log_norm, others - log_norm], dim=1)
+
+
+def decoupled_kl_terms(
+    student_logits: Tensor, teacher_logits: Tensor, labels: Tensor, temperature: float
+) -> dict[str, Tensor]:
+    """Per-sample ``{"tckd", "nckd", "teacher_target_prob"}`` at temperature T (no T^2).
+
+    ``tckd`` = KL(b_t || b_s), ``nckd`` = KL(q_t || q_s), ``teacher_target_prob`` = p_t,y,
+    so that KL(p_t || p_s) = tckd + (1 - teacher_target_prob) * nckd for every sample.
+    The teacher side is detached."""
+    T = check_temperature(temperature)
+    check_logits(student_logits, "student_logits")
+    check_logits(teacher_logits, "teacher_logits")
+    check_same_shape(student_logits, teacher_logits, "teacher_logits")
+    check_labels(labels, student_logits.shape[1], student_logits.shape[0])
+    teacher_logits = teacher_logits.detach()
+    log_bs = _binary_log_probs(student_logits, labels, T)
+    log_bt = _binary_log_probs(teacher_logits, labels, T)
+    tckd = F.kl_div(log_bs, log_bt, reduction="none", log_target=True).sum(1)
+    log_qs = F.log_softmax(_non_target(student_logits, labels) / T, dim=1)
+    log_qt = F.log_softmax(_non_target(teacher_logits, labels) / T, dim=1)
+    nckd = F.kl_div(log_qs, log_qt, reduction="none", log_target=True).sum(1)
+    return {"tckd": tckd, "nckd": nckd, "teacher_target_prob": log_bt[:, 0].exp()}
+
+
+def dkd_loss_parts(
+    student_logits: Tensor, teacher_logits: Tensor, labels: Tensor,
+    temperature: float = 4.0, alpha: float = 1.0, beta: float = 8.0,
+) -> dict[str, Tensor]:
+    """DKD and its terms, batch-averaged and each times T^2: ``{"loss", "tckd", "nckd"}``.
+
+    ``loss = alpha * tckd + beta * nckd``; no cross-entropy term (add it outside)."""
+    a, b = check_weight(alpha, "alpha"), check_weight(beta, "beta")
+    T = check_temperature(temperature)
+    terms = decoupled_kl_terms(student_logits, teacher_logits, labels, T)
+    tckd, nckd = terms["tckd"].mean() * T**2, terms["nckd"].mean() * T**2
+    return {"loss": a * tckd + b * nckd, "tckd": tckd, "nckd": nckd}
+
+
+def dkd_loss(
+    student_logits: Tensor, teacher_logits: Tensor, labels: Tensor,
+    temperature: float = 4.0, alpha: float = 1.0, beta: float = 8.0,
+) -> Tensor:
+    """Decoupled KD (Zhao et al., 2022): ``T^2 * (alpha * TCKD + beta * NCKD)``, batch-averaged.
+
+    As mdistiller's ``dkd_loss`` (KL summed over classes, averaged over the batch), without
+    its warm-up factor and without a cross-entropy term. Defaults: mdistiller's CIFAR-100
+    settings (T = 4, alpha = 1, beta = 8)."""
+    return dkd_loss_parts(student_logits, teacher_logits, labels, temperature, alpha, beta)["loss"]
+
+
+# Logit standardization (Sun et al., 2024): each sample's logits become a z-score.
+# Their code (``normalize`` in mdistiller/distillers/KD.py of logit-standardization-KD)
+# divides by ``logit.std(dim=-1)``, torch's default *sample* standard deviation
+# (Bessel's correction, divisor C - 1), plus 1e-7. We do the same, so a reader can
+# compare numbers with theirs; the divisor only rescales every standardized logit by
+# sqrt((C - 1) / C), which the base temperature absorbs.
+STANDARDIZE_EPS = 1e-7
+
+
+def standardize_logits(logits: Tensor, eps: float = STANDARDIZE_EPS) -> Tensor:
+    """``(z - mean(z)) / (std(z) + eps)`` over the last (class) dimension, per sample.
+
+    ``std`` is the sample standard deviation (divisor C - 1), as in Sun et al.'s code.
+    Constant logits (std 0) map to zeros, with a finite gradient (std's subgradient 0)."""
+    if not isinstance(logits, Tensor):
+        raise TypeError(f"logits must be a torch.Tensor, got {type(logits).__name__}")
+    if not logits.is_floating_point():
+        raise TypeError(f"logits must have a floating dtype, got {logits.dtype}")
+    if logits.dim() < 1 or logits.shape[-1] < 2:
+        raise ValueError(f"logits need at least 2 classes in the last dimension, got shape {tuple(logits.shape)}")
+    if isinstance(eps, bool) or not isinstance(eps, Real):
+        raise TypeError(f"eps must be a real number > 0, got {type(eps).__name__}")
+    if not (math.isfinite(eps) and eps > 0):
+        raise ValueError(f"eps must be finite and > 0, got {eps!r}")
+    centred = logits - logits.mean(dim=-1, keepdim=True)
+    var = centred.square().sum(dim=-1, keepdim=True) / (logits.shape[-1] - 1)
+    # sqrt has an infinite derivative at 0: take the std of constant logits as exactly 0
+    # with gradient 0 (the double-where keeps nan out of the backward pass).
+    positive = var > 0
+    std = torch.where(positive, torch.sqrt(torch.where(positive, var, torch.ones_like(var))), torch.zeros_like(var))
+    return centred / (std + eps)
+
+
+def standardized_distillation_loss(
+    student_logits: Tensor, teacher_logits: Tensor, temperature: float = 2.0, eps: float = STANDARDIZE_EPS
+) -> Tensor:
+    """Logit-standardized soft term: ``T^2 * KL(softmax(std(z_t)/T) || softmax(std(z_s)/T))``.
+
+    ``std`` is :func:`standardize_logits`; batch-averaged; the teacher is detached.
+    Sun et al. use base temperature T = 2 and weight this term by 9 on CIFAR-100."""
+    check_logits(student_logits, "student_logits")
+    check_logits(teacher_logits, "teacher_logits")
+    check_same_shape(student_logits, teacher_logits, "teacher_logits")
+    return soft_distillation_loss(
+        standardize_logits(student_logits, eps), standardize_logits(teacher_logits.detach(), eps), temperature
+    )

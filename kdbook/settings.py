@@ -62,12 +62,36 @@ def device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def autocast_dtype(dev: torch.device | str | None = None) -> torch.dtype:
+    """The autocast dtype of mixed-precision runs on ``dev`` (default :func:`device`).
+
+    bfloat16 on CPUs and on CUDA GPUs of compute capability 8.0 or more (Ampere and
+    later: A100, L4, H100...), which compute in it natively; float16 on older GPUs
+    (a T4, Colab's free GPU, is 7.5), where bfloat16 is emulated and slow. float16
+    has a narrow range (smallest normal number 6e-5), so small gradients underflow to 0
+    unless the loss is scaled: training with it uses ``torch.amp.GradScaler``
+    (:func:`kdbook.train.fit`)."""
+    dev = torch.device(dev) if dev is not None else device()
+    if dev.type == "cpu":
+        return torch.bfloat16
+    if dev.type == "cuda":
+        return torch.bfloat16 if torch.cuda.get_device_capability(dev) >= (8, 0) else torch.float16
+    raise ValueError(f"device type {dev.type!r} has no autocast policy here; allowed: 'cpu', 'cuda'")
+
+
 def describe_device(dev: torch.device | str | None = None) -> str:
     """A short human description, e.g. ``cpu (2 threads, x86_64)`` or ``cuda (NVIDIA H200)``."""
     dev = torch.device(dev) if dev is not None else device()
     if dev.type == "cuda":
         return f"cuda ({torch.cuda.get_device_name(dev)})"
     return f"cpu ({torch.get_num_threads()} threads, {platform.machine()})"
+
+
+def results_data() -> str | None:
+    """``KDBOOK_RESULTS_DATA``: the data source (as results name it, e.g. ``CIFAR-10, JPEG
+    q75 copy``) of stored results that may stand in for runs on this machine's data; a
+    result read that way keeps its own provenance. Unset: only runs on the same data."""
+    return os.environ.get("KDBOOK_RESULTS_DATA", "").strip() or None
 
 
 def home() -> Path:

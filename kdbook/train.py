@@ -16,6 +16,7 @@ import random
 import time
 from numbers import Real
 from dataclasses import asdict, dataclass, field
+from dataclasses import fields as dataclass_fields
 from pathlib import Path
 
 import numpy as np
@@ -24,20 +25,51 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from kdbook import settings
 from kdbook.data import Batch, TensorLoader
 from kdbook.files import atomic_write
-from kdbook.losses import check_alpha, check_temperature, distillation_loss_parts, soft_distillation_loss
+from kdbook.learned_temperature import (CTKD_RAMP_FRACTION, LearnedTemperature, check_temperature_range,
+                                       learned_temperature_loss)
+from kdbook.losses import (check_alpha, check_temperature, check_weight, distillation_loss_parts, dkd_loss_parts,
+                           soft_distillation_loss, standardized_distillation_loss)
 
 OPTIMIZERS = ("sgd", "adam")
 SCHEDULES = ("onecycle", "cosine", "constant")
-METHODS = ("ce", "kd")
+METHODS = ("ce", "kd", "dkd", "lskd", "ctkd")
+DISTILLATION_METHODS = ("kd", "dkd", "lskd", "ctkd")  # the methods that need a teacher
+BEYOND_HINTON_SETTINGS = ("dkd_alpha", "dkd_beta", "lskd_weight", "ctkd_t_min", "ctkd_t_max",
+                          "ctkd_lambda_max", "ctkd_ramp_fraction")
 
 
 @dataclass
 class TrainConfig:
-    """Settings of one training run. ``method='kd'`` needs a teacher passed to :func:`fit`."""
+    """Settings of one training run. A distillation method needs a teacher passed to :func:`fit`.
 
-    method: str = "ce"  # "ce": cross-entropy (label smoothing if label_smoothing > 0); "kd": distillation
+    Every distillation method's loss is ``alpha * CE + (1 - alpha) * soft``: ``alpha``
+    weights the hard (ground-truth) term, as in Hinton's KD, and the methods differ in
+    the soft term only (chapter "Beyond Hinton"):
+
+    - ``kd``:   ``T^2 KL(p_t^T || p_s^T)`` (Hinton et al., 2015);
+    - ``dkd``:  ``T^2 (dkd_alpha TCKD + dkd_beta NCKD)`` (Zhao et al., 2022). With alpha = 0.5
+      the loss is exactly half of the paper's ``CE + dkd_alpha TCKD + dkd_beta NCKD`` (CE
+      weight 1): the same ratios, the overall scale of the book's KD runs. mdistiller's
+      warm-up of the DKD term (linear over its first 20 of 240 epochs) is left out: our
+      one-cycle schedule already ramps the learning rate up over the first 15% of steps
+      (2.25 of 15 epochs, more than 20/240 of training), so the first steps are small anyway,
+      and the loss stays a function of the batch alone;
+    - ``lskd``: ``lskd_weight T^2 KL`` between the softmaxes of the *standardized* logits at
+      base temperature T (Sun et al., 2024; they use T = 2, weight 9, CE weight 0.1 on
+      CIFAR-100). We keep their T and weight and the book's alpha, so only the soft term
+      differs from the KD run; the weight 9 is about the square of a typical logit standard
+      deviation, which standardization divides out of the gradient;
+    - ``ctkd``: the KD soft term with a temperature learned adversarially
+      (:class:`~kdbook.learned_temperature.LearnedTemperature`, Li et al., 2023), starting
+      at ``temperature`` and kept in [ctkd_t_min, ctkd_t_max]; the gradient reversal grows
+      from 0 to ``ctkd_lambda_max`` along a half cosine over the first ``ctkd_ramp_fraction``
+      of the optimiser steps.
+    """
+
+    method: str = "ce"  # "ce": cross-entropy (label smoothing if label_smoothing > 0); else a DISTILLATION_METHODS
     epochs: int = 10
     optimizer: str = "sgd"
     lr: float = 0.05  # peak learning rate
@@ -47,15 +79,23 @@ class TrainConfig:
     schedule: str = "onecycle"  # onecycle: linear warm-up for warmup_fraction of steps, then linear decay to 0
     warmup_fraction: float = 0.15
     label_smoothing: float = 0.0  # epsilon of the hard term's targets (1 - eps) y + eps / n
-    temperature: float = 4.0  # KD only
-    alpha: float = 0.5  # KD only: weight of the hard (ground-truth) term
-    amp: bool = False  # bfloat16 autocast (CUDA or CPU)
+    temperature: float = 4.0  # distillation only (lskd: base T of the standardized logits; ctkd: initial T)
+    alpha: float = 0.5  # distillation only: weight of the hard (ground-truth) term
+    amp: bool = False  # mixed precision: dtype from the device (settings.autocast_dtype), float16 with loss scaling
     channels_last: bool = False  # NHWC memory layout (faster convolutions with amp on CPU and GPU)
     seed: int = 0
+    # Added for chapter "Beyond Hinton" (registered in experiments.ADDED_TRAIN_SETTINGS).
+    dkd_alpha: float = 1.0  # dkd: weight of TCKD (mdistiller's CIFAR-100 value)
+    dkd_beta: float = 8.0  # dkd: weight of NCKD (mdistiller's CIFAR-100 value)
+    lskd_weight: float = 9.0  # lskd: weight of the standardized soft term (Sun et al.'s CIFAR-100 value)
+    ctkd_t_min: float = 1.0  # ctkd: the learned T stays in [ctkd_t_min, ctkd_t_max] (CTKD: 1 + 20 sigmoid)
+    ctkd_t_max: float = 21.0
+    ctkd_lambda_max: float = 1.0  # ctkd: final strength of the gradient reversal
+    ctkd_ramp_fraction: float = CTKD_RAMP_FRACTION  # ctkd: fraction of steps over which lambda rises
 
     def __post_init__(self):
         for name in ("lr", "momentum", "weight_decay", "warmup_fraction", "label_smoothing",
-                     "temperature", "alpha"):
+                     "temperature", "alpha", *BEYOND_HINTON_SETTINGS):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, Real):
                 raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
@@ -75,10 +115,23 @@ class TrainConfig:
             raise ValueError(f"warmup_fraction must lie in [0, 1), got {self.warmup_fraction!r}")
         check_temperature(self.temperature)
         check_alpha(self.alpha)
+        for name in ("dkd_alpha", "dkd_beta", "lskd_weight", "ctkd_lambda_max"):
+            check_weight(getattr(self, name), name)
+        check_temperature_range(self.temperature if self.method == "ctkd" else (self.ctkd_t_min + self.ctkd_t_max) / 2,
+                                self.ctkd_t_min, self.ctkd_t_max)
+        if not 0 <= self.ctkd_ramp_fraction <= 1:
+            raise ValueError(f"ctkd_ramp_fraction must lie in [0, 1], got {self.ctkd_ramp_fraction!r}")
 
     def describe(self) -> str:
         if self.method == "kd":
             what = f"KD (T={self.temperature:g}, alpha={self.alpha:g})"
+        elif self.method == "dkd":
+            what = f"DKD (T={self.temperature:g}, alpha={self.alpha:g}, beta={self.dkd_beta:g})"
+        elif self.method == "lskd":
+            what = f"LS-KD (T={self.temperature:g}, weight {self.lskd_weight:g}, alpha={self.alpha:g})"
+        elif self.method == "ctkd":
+            what = (f"CTKD (T from {self.temperature:g} in [{self.ctkd_t_min:g}, {self.ctkd_t_max:g}], "
+                    f"alpha={self.alpha:g})")
         else:
             what = f"CE (label smoothing {self.label_smoothing:g})" if self.label_smoothing else "CE"
         return f"{what}, {self.optimizer} lr={self.lr:g}, {self.schedule}, {self.epochs} epochs, seed {self.seed}"
@@ -157,24 +210,38 @@ def as_teacher(teacher) -> OnlineTeacher | CachedTeacher | None:
 
 
 def autocast(device: torch.device, enabled: bool):
+    """Autocast in the device's dtype (:func:`kdbook.settings.autocast_dtype`), or nothing."""
     if not enabled:
         return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return torch.autocast(device_type=device.type, dtype=settings.autocast_dtype(device))
+
+
+def grad_scaler(device: torch.device, config: TrainConfig) -> torch.amp.GradScaler:
+    """Loss scaling for float16 autocast (a disabled scaler, which changes nothing, otherwise):
+    the loss is multiplied by a large factor before backward so that small float16
+    gradients do not underflow to 0, and the gradients are divided by it before the step."""
+    float16 = config.amp and settings.autocast_dtype(device) == torch.float16
+    return torch.amp.GradScaler(device.type, enabled=float16)
 
 
 UNLABELLED = -1  # label of a training sample whose class is not given (KD only)
 
 
-def batch_losses(logits: Tensor, labels: Tensor, config: TrainConfig, teacher_logits: Tensor | None) -> dict[str, Tensor]:
+def batch_losses(logits: Tensor, labels: Tensor, config: TrainConfig, teacher_logits: Tensor | None,
+                 learned_temperature: LearnedTemperature | None = None) -> dict[str, Tensor]:
     """The loss of one batch and its parts, for the configured method.
 
-    With KD, samples labelled :data:`UNLABELLED` contribute to the soft term only;
-    the hard term averages over the labelled samples of the batch."""
+    With distillation, samples labelled :data:`UNLABELLED` contribute to the soft term
+    only (DKD, whose soft term needs the label, refuses them); the hard term averages
+    over the labelled samples of the batch. ``ctkd`` needs ``learned_temperature``
+    (called once: one training step of its curriculum)."""
     logits = logits.float()
     if config.method == "ce":
         loss = F.cross_entropy(logits, labels, label_smoothing=config.label_smoothing)
         return {"loss": loss, "hard": loss}
     labelled = labels != UNLABELLED
+    if config.method != "kd":
+        return _beyond_hinton_losses(logits, labels, labelled, config, teacher_logits, learned_temperature)
     if bool(labelled.all()):
         return distillation_loss_parts(logits, teacher_logits, labels, config.temperature, config.alpha,
                                        label_smoothing=config.label_smoothing)
@@ -186,9 +253,47 @@ def batch_losses(logits: Tensor, labels: Tensor, config: TrainConfig, teacher_lo
     return {"loss": config.alpha * hard + (1 - config.alpha) * soft, "hard": hard, "soft": soft}
 
 
-def train_epoch(model, loader, optimizer, scheduler, config, teacher=None, progress=True, desc="train") -> dict[str, float]:
+def _beyond_hinton_losses(logits, labels, labelled, config, teacher_logits, learned_temperature) -> dict[str, Tensor]:
+    """``alpha * CE + (1 - alpha) * soft`` with the soft term of DKD, LS-KD or CTKD."""
+    parts: dict[str, Tensor] = {}
+    if config.method == "dkd":
+        if not bool(labelled.all()):
+            raise ValueError("method='dkd' needs the label of every sample (its soft term splits off the "
+                             "target class); train_on_unlabelled is not available with DKD")
+        dkd = dkd_loss_parts(logits, teacher_logits, labels, config.temperature, config.dkd_alpha, config.dkd_beta)
+        soft, parts = dkd["loss"], {"tckd": dkd["tckd"], "nckd": dkd["nckd"]}
+    elif config.method == "lskd":
+        soft = config.lskd_weight * standardized_distillation_loss(logits, teacher_logits, config.temperature)
+    elif config.method == "ctkd":
+        if learned_temperature is None:
+            raise ValueError("method='ctkd' needs learned_temperature (a LearnedTemperature module)")
+        T = learned_temperature()
+        soft = learned_temperature_loss(logits, teacher_logits, T)
+        parts = {"temperature": T.detach()}
+    else:
+        raise ValueError(f"method must be one of {DISTILLATION_METHODS}, got {config.method!r}")
+    if bool(labelled.any()):
+        hard = F.cross_entropy(logits[labelled], labels[labelled], label_smoothing=config.label_smoothing)
+    else:
+        hard = torch.zeros((), device=logits.device)
+    return {"loss": config.alpha * hard + (1 - config.alpha) * soft, "hard": hard, "soft": soft, **parts}
+
+
+def make_learned_temperature(config: TrainConfig, steps_per_epoch: int) -> LearnedTemperature | None:
+    """CTKD's temperature module for a ``ctkd`` run (None for the other methods)."""
+    if config.method != "ctkd":
+        return None
+    return LearnedTemperature(steps_per_epoch * config.epochs, initial=config.temperature, t_min=config.ctkd_t_min,
+                              t_max=config.ctkd_t_max, lambda_max=config.ctkd_lambda_max,
+                              ramp_fraction=config.ctkd_ramp_fraction)
+
+
+def train_epoch(model, loader, optimizer, scheduler, config, teacher=None, progress=True, desc="train",
+                scaler: torch.amp.GradScaler | None = None,
+                learned_temperature: LearnedTemperature | None = None) -> dict[str, float]:
     """One pass over ``loader``; returns sample-weighted mean losses and the training
-    accuracy on the labelled samples (augmented, measured while training)."""
+    accuracy on the labelled samples (augmented, measured while training).
+    ``learned_temperature``: CTKD's module (its parameter must be in ``optimizer``)."""
     model.train()
     device = next(model.parameters()).device
     totals: dict[str, float] = {}
@@ -198,12 +303,17 @@ def train_epoch(model, loader, optimizer, scheduler, config, teacher=None, progr
         teacher_logits = teacher(batch) if teacher is not None else None
         with autocast(device, config.amp):
             logits = model(batch.images.contiguous(memory_format=layout))
-        parts = batch_losses(logits, batch.labels, config, teacher_logits)
+        parts = batch_losses(logits, batch.labels, config, teacher_logits, learned_temperature)
         if not torch.isfinite(parts["loss"]):
             raise FloatingPointError(f"loss became {parts['loss'].item()} ({config.describe()})")
         optimizer.zero_grad(set_to_none=True)
-        parts["loss"].backward()
-        optimizer.step()
+        if scaler is not None and scaler.is_enabled():
+            scaler.scale(parts["loss"]).backward()
+            scaler.step(optimizer)  # skipped when a gradient overflowed; the scale then shrinks
+            scaler.update()
+        else:
+            parts["loss"].backward()
+            optimizer.step()
         if scheduler is not None:
             scheduler.step()
         n = len(batch.labels)
@@ -327,25 +437,32 @@ def fit(
     if not isinstance(eval_every, int) or isinstance(eval_every, bool) or eval_every < 1:
         raise ValueError(f"eval_every must be a positive int, got {eval_every!r}")
     teacher = as_teacher(teacher)
-    if (config.method == "kd") != (teacher is not None):
-        raise ValueError(f"method={config.method!r} {'needs' if config.method == 'kd' else 'takes no'} teacher")
+    distilling = config.method in DISTILLATION_METHODS
+    if distilling != (teacher is not None):
+        raise ValueError(f"method={config.method!r} {'needs' if distilling else 'takes no'} teacher")
     if isinstance(teacher, CachedTeacher):
         teacher.check_covers(train_loader)
     if config.channels_last:
         model.to(memory_format=torch.channels_last)
-    optimizer = make_optimizer(model, config)
+    # CTKD's temperature is trained by the student's optimiser (same schedule), as in CTKD.
+    learned = make_learned_temperature(config, len(train_loader))
+    if learned is not None:
+        learned.to(next(model.parameters()).device)
+    optimizer = make_optimizer(model if learned is None else nn.ModuleList([model, learned]), config)
     scheduler = make_scheduler(optimizer, len(train_loader), config)
+    scaler = grad_scaler(next(model.parameters()).device, config)
     history, start = History(), 0
     path = Path(checkpoint) if checkpoint is not None else None
     if path is not None and path.exists():
-        start, history = _resume(path, model, optimizer, scheduler, config)
+        start, history = _resume(path, model, optimizer, scheduler, config, scaler, learned)
     end = config.epochs if stop_after is None else min(config.epochs, start + stop_after)
     bar = tqdm(range(start, end), desc=config.describe(), disable=not progress,
                initial=start, total=config.epochs)
     for epoch in bar:
         t0 = time.perf_counter()
         train_loader.set_epoch(epoch)
-        record = train_epoch(model, train_loader, optimizer, scheduler, config, teacher, progress)
+        record = train_epoch(model, train_loader, optimizer, scheduler, config, teacher, progress, scaler=scaler,
+                             learned_temperature=learned)
         if eval_loader is not None and ((epoch + 1) % eval_every == 0 or epoch + 1 == config.epochs):
             record["test_acc"] = evaluate(model, eval_loader, amp=config.amp)["accuracy"]
         record.update(epoch=epoch + 1, lr=optimizer.param_groups[0]["lr"], seconds=time.perf_counter() - t0)
@@ -353,15 +470,20 @@ def fit(
         bar.set_postfix({k: f"{record[k]:.3f}" for k in ("loss", "train_acc", "test_acc") if k in record})
         if path is not None:
             save_checkpoint(path, model=model.state_dict(), optimizer=optimizer.state_dict(),
-                            scheduler=scheduler.state_dict(), epoch=epoch + 1,
-                            history=history.epochs, config=asdict(config))
+                            scheduler=scheduler.state_dict(), scaler=scaler.state_dict(), epoch=epoch + 1,
+                            history=history.epochs, config=asdict(config),
+                            learned_temperature=learned.state_dict() if learned is not None else None)
     return history
 
 
-def _resume(path: Path, model, optimizer, scheduler, config: TrainConfig) -> tuple[int, History]:
+def _resume(path: Path, model, optimizer, scheduler, config: TrainConfig,
+            scaler: torch.amp.GradScaler | None = None,
+            learned: LearnedTemperature | None = None) -> tuple[int, History]:
     state = torch.load(path, map_location=next(model.parameters()).device, weights_only=False)
-    if state["config"] != asdict(config):
-        changed = sorted(k for k in state["config"] if state["config"][k] != asdict(config).get(k))
+    # A checkpoint written before a setting existed had that setting at its default.
+    stored = {**_config_defaults(), **state["config"]}
+    if stored != asdict(config):
+        changed = sorted(k for k in stored if stored[k] != asdict(config).get(k))
         raise ValueError(
             f"checkpoint {path} belongs to a different configuration (differs in {changed}); "
             "delete it or use another checkpoint path"
@@ -369,4 +491,14 @@ def _resume(path: Path, model, optimizer, scheduler, config: TrainConfig) -> tup
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
+    if learned is not None:
+        learned.load_state_dict(state["learned_temperature"])
+    if scaler is not None and scaler.is_enabled() and state.get("scaler"):
+        # The loss scale it had reached (a checkpoint from a bfloat16 or float32 run has none:
+        # the scaler then starts from its initial scale).
+        scaler.load_state_dict(state["scaler"])
     return state["epoch"], History(state["history"])
+
+
+def _config_defaults() -> dict:
+    return {f.name: f.default for f in dataclass_fields(TrainConfig)}

@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
+import os
 import re
 import shutil
 import subprocess
 import sys
-import types
 from pathlib import Path
 
 import nbformat
@@ -51,6 +52,7 @@ def test_one_setup_cell_first_naming_the_configured_repository(path):
     assert f'REPOSITORY = "{REPOSITORY.url}"' in source
     assert f'BRANCH = "{REPOSITORY.branch}"' in source
     assert source == colab.setup_source(REPOSITORY), "run `python -m kdbook.colab`"
+    assert colab.HIDE_TAG in nb.cells[cells[0]].metadata.get("tags", []), "run `python -m kdbook.colab`"
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=_ids(NOTEBOOKS))
@@ -189,36 +191,126 @@ def test_urls_that_are_not_github_are_refused(tmp_path):
         colab.read_repository(config)
 
 
-def _run_setup_cell(in_colab: bool, monkeypatch) -> tuple[str, list]:
-    """Executes the template with ``google.colab`` present or not; pip is not run."""
+def test_setup_cell_outside_colab_installs_nothing(monkeypatch):
     calls = []
     monkeypatch.setattr(subprocess, "run", lambda *a, **k: calls.append((a, k)))
-    if in_colab:
-        monkeypatch.setitem(sys.modules, "google.colab", types.ModuleType("google.colab"))
-    else:
-        monkeypatch.delitem(sys.modules, "google.colab", raising=False)
+    monkeypatch.delitem(sys.modules, "google.colab", raising=False)
+    monkeypatch.delenv("KDBOOK_RESULTS", raising=False)
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
         exec(compile(colab.setup_source(REPOSITORY), "<setup cell>", "exec"), {})
-    return out.getvalue(), calls
-
-
-def test_setup_cell_outside_colab_installs_nothing(monkeypatch):
-    printed, calls = _run_setup_cell(False, monkeypatch)
-    assert calls == []
+    printed = out.getvalue()
+    assert calls == [] and "KDBOOK_RESULTS" not in os.environ
     assert re.search(r"^device: .+ \| profile: (quick|full)$", printed, re.MULTILINE)
     assert "KDBOOK_PROFILE" in printed and "Drive" not in printed
 
 
-def test_setup_cell_in_colab_installs_the_package_and_leaves_torch_alone(monkeypatch):
-    printed, calls = _run_setup_cell(True, monkeypatch)
-    assert len(calls) == 1
-    (command,), kwargs = calls[0]
-    assert command[1:5] == ["-m", "pip", "install", "-q"] and kwargs == {"check": True}
-    assert command[5:] == [f"kdbook @ git+{REPOSITORY.url}@{REPOSITORY.branch}"]
-    assert not any(word in " ".join(command) for word in ("torch", "numpy", "--upgrade", "-U", "=="))
-    assert "KDBOOK_HOME=/content/drive" in printed  # one line on keeping results on Drive
-    assert "drive.mount" not in colab.setup_source(REPOSITORY)  # nothing mounted automatically
+# Runs the setup cell as Colab would: ``google.colab`` imported (a stand-in module),
+# then the cell's source, twice in one process (re-running the cell), then prints the
+# results folder it chose. Between the runs it leaves a mark in the clone, which a
+# second clone would fail on (git refuses a non-empty folder) or remove.
+COLAB_DRIVER = """
+import os, sys, types
+sys.modules["google"] = types.ModuleType("google")
+sys.modules["google.colab"] = types.ModuleType("google.colab")
+source = open(sys.argv[1]).read()
+exec(compile(source, "<setup cell>", "exec"), {})
+clone = sys.argv[2]
+open(os.path.join(clone, "mark"), "w").close()
+exec(compile(source, "<setup cell>", "exec"), {})
+assert os.path.exists(os.path.join(clone, "mark")), "the second run cloned again"
+print("KDBOOK_RESULTS=" + os.environ["KDBOOK_RESULTS"])
+print("KDBOOK_RESULTS_DATA=" + os.environ["KDBOOK_RESULTS_DATA"])
+"""
+
+# Stands in for pip (found first on PYTHONPATH by `python -m pip`): records its arguments.
+FAKE_PIP = r"""
+import json, os, sys
+with open(os.environ["FAKE_PIP_LOG"], "a") as log:
+    log.write(json.dumps(sys.argv[1:]) + "\n")
+"""
+
+
+@pytest.fixture
+def published(tmp_path):
+    """A local repository standing in for the published one: a results/ folder with one
+    stored result, on a branch other than the default."""
+    repo = tmp_path / "origin" / "kd-book"
+    (repo / "results").mkdir(parents=True)
+    (repo / "results" / "0123456789abcdef.json").write_text('{"key": "0123456789abcdef"}')
+    git = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@example.org"]
+    for args in (["init", "-q", "-b", "teaching"], ["add", "results"], ["commit", "-q", "-m", "results"]):
+        subprocess.run(git + args, check=True, capture_output=True)
+    return colab.Repository(url=repo.as_uri(), branch="teaching")
+
+
+def _run_in_colab(tmp_path, repository, **env) -> tuple[subprocess.CompletedProcess, Path, list]:
+    """Runs the setup cell as in Colab with the clone under tmp_path instead of /content
+    and pip stubbed; returns the process, the clone's folder and pip's recorded calls."""
+    source = colab.setup_source(repository)
+    content = tmp_path / "content"
+    assert source.count('CLONE = "/content/') == 1
+    (tmp_path / "cell.py").write_text(source.replace('CLONE = "/content/', f'CLONE = "{content}/'))
+    stubs = tmp_path / "stubs" / "pip"
+    stubs.mkdir(parents=True, exist_ok=True)
+    (stubs / "__init__.py").write_text("")
+    (stubs / "__main__.py").write_text(FAKE_PIP)
+    log = tmp_path / "pip.log"
+    log.unlink(missing_ok=True)
+    environment = {k: v for k, v in os.environ.items() if k != "KDBOOK_RESULTS"}
+    environment.update(HOME=str(tmp_path / "home"), KDBOOK_HOME=str(tmp_path / "kdbook_home"),
+                       FAKE_PIP_LOG=str(log), PYTHONPATH=os.pathsep.join([str(stubs.parent), str(ROOT)]),
+                       **env)
+    clone = content / colab.clone_name(repository.url)
+    result = subprocess.run([sys.executable, "-c", COLAB_DRIVER, str(tmp_path / "cell.py"), str(clone)],
+                            cwd=tmp_path, env=environment, capture_output=True, text=True, timeout=120)
+    calls = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+    return result, clone, calls
+
+
+def test_setup_cell_in_colab_clones_once_installs_and_points_at_the_stored_results(tmp_path, published):
+    result, clone, calls = _run_in_colab(tmp_path, published)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"KDBOOK_RESULTS={clone / 'results'}" in result.stdout
+    # the stored runs were computed on the JPEG copy: Colab reads them instead of retraining
+    assert "KDBOOK_RESULTS_DATA=CIFAR-10, JPEG q75 copy" in result.stdout
+    assert (clone / "results" / "0123456789abcdef.json").exists()
+    assert subprocess.run(["git", "-C", str(clone), "rev-parse", "--abbrev-ref", "HEAD"],
+                          capture_output=True, text=True, check=True).stdout.strip() == "teaching"
+    # pip installs the package from the clone (each time the cell runs) and nothing else
+    assert calls == [["install", "-q", str(clone)]] * 2
+    assert "KDBOOK_HOME=/content/drive" in result.stdout  # one line on keeping checkpoints on Drive
+    assert re.search(r"^device: .+ \| profile: (quick|full)$", result.stdout, re.MULTILINE)
+
+
+def test_setup_cell_in_colab_keeps_a_results_folder_the_reader_chose(tmp_path, published):
+    chosen = str(tmp_path / "my-results")
+    result, clone, _ = _run_in_colab(tmp_path, published, KDBOOK_RESULTS=chosen)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"KDBOOK_RESULTS={chosen}" in result.stdout and clone.exists()
+
+
+def test_setup_cell_mounts_nothing_and_leaves_torch_alone():
+    source = colab.setup_source(REPOSITORY)
+    assert "drive.mount" not in source  # nothing mounted automatically
+    code = [line for line in source.splitlines() if not line.lstrip().startswith("#")]
+    assert not re.search(r"torch|numpy|--upgrade|-U\b|==", "\n".join(code))
+    assert f'CLONE = "/content/{REPOSITORY.owner_and_name[1]}"' in source
+    assert colab.clone_name("https://github.com/a/b.git") == "b"
+    with pytest.raises(ValueError, match="repository name"):
+        colab.clone_name("https://github.com/a/.git")
+
+
+def test_setup_cell_is_folded_on_the_website():
+    repository = colab.Repository("https://github.com/a/b", "main")
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell(colab.setup_source(repository), metadata={"tags": [colab.SETUP_TAG]})]
+    assert colab.problems(nb, repository) == [f"the setup cell is not tagged {colab.HIDE_TAG!r} (folded on the website)"]
+    colab.rewrite(nb, repository)
+    assert nb.cells[0].metadata["tags"] == [colab.SETUP_TAG, colab.HIDE_TAG]
+    assert colab.problems(nb, repository) == []
+    colab.rewrite(nb, repository)  # once only
+    assert nb.cells[0].metadata["tags"] == [colab.SETUP_TAG, colab.HIDE_TAG]
 
 
 def test_package_leaves_torch_torchvision_numpy_unpinned():

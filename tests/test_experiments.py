@@ -197,3 +197,24 @@ def test_every_stored_result_keeps_its_key():
     assert len(runs) >= 50
     for r in runs:
         assert ex.spec_from_dict(r["spec"]).config_dict() == r["spec"], r["name"]
+
+
+def test_a_run_stored_on_another_copy_of_the_data_is_read_when_allowed(cifar, results_home, monkeypatch):
+    """What Colab does with the book's stored runs (KDBOOK_RESULTS_DATA): a run of the same
+    configuration computed on the named data copy is read, not retrained; its provenance
+    still names the copy it was computed on. Without the setting it is not used."""
+    import dataclasses as dc
+
+    spec = tiny(train=TrainConfig(epochs=1, lr=0.05))
+    elsewhere = dc.replace(cifar, source="another copy of CIFAR-10")
+    stored_result = ex.run(spec, cifar=elsewhere, progress=False)
+    trained = []
+    real_train = ex._train
+    monkeypatch.setattr(ex, "_train", lambda *a, **k: trained.append(1) or real_train(*a, **k))
+    monkeypatch.setenv("KDBOOK_RESULTS_DATA", "another copy of CIFAR-10")
+    read = ex.run(spec, cifar=cifar, progress=False)
+    assert trained == [] and read["key"] == stored_result["key"]
+    assert read["provenance"]["data"] == "another copy of CIFAR-10"
+    monkeypatch.delenv("KDBOOK_RESULTS_DATA")
+    ex.run(spec, cifar=cifar, progress=False)
+    assert trained == [1]

@@ -125,3 +125,33 @@ def test_count_parameters_ignores_frozen():
     total = count_parameters(model)
     model.head.weight.requires_grad_(False)
     assert count_parameters(model) == total - model.head.weight.numel()
+
+
+# -----------------------------------------------------------------------------
+# Teacher recipes keep their keys.
+
+
+def test_teacher_recipe_keys_survive_new_train_settings():
+    """The shipped teacher's record and the stored label-smoothing teacher's file name
+    carry the recipe's key: a TrainConfig setting added later (at its default) must not
+    change it, or the book would look for (and retrain) a teacher it already has."""
+    import dataclasses
+    import json
+    from pathlib import Path
+
+    from kdbook import teacher
+    from kdbook.train import TrainConfig
+
+    shipped = json.loads(teacher.PROVENANCE_FILE.read_text())
+    assert teacher.RECIPE.key() == shipped["recipe_key"]
+    results = Path(__file__).resolve().parent.parent / "results"
+    stored = sorted(p.name for p in results.glob("teacher-ls-*.json"))
+    if stored:
+        assert f"teacher-ls-{teacher.ls_recipe().key()}.json" in stored, stored
+    added = [f.name for f in dataclasses.fields(TrainConfig) if f.name not in teacher.KEYED_TRAIN_FIELDS]
+    for field in dataclasses.fields(TrainConfig):
+        if field.name in added:
+            assert field.default is not dataclasses.MISSING, f"{field.name} needs a plain default"
+    # a setting that differs from its default does change the key
+    changed = dataclasses.replace(teacher.RECIPE, train=dataclasses.replace(teacher.RECIPE.train, epochs=25))
+    assert changed.key() != teacher.RECIPE.key()

@@ -29,6 +29,10 @@ import torch
 print(f"torch {torch.__version__}, CUDA available: {torch.cuda.is_available()}",
       f"({torch.cuda.get_device_name(0)})" if torch.cuda.is_available() else "")
 PY
+# The mixed-precision dtype the runs use on this device (float16 with loss scaling
+# on GPUs before compute capability 8.0, such as a T4; bfloat16 elsewhere).
+amp_dtype=$(python -c "from kdbook import settings; print(str(settings.autocast_dtype()).removeprefix('torch.'))")
+echo "autocast dtype on $device: $amp_dtype"
 
 if [ "$dry_run" = 1 ]; then
     bench_args=(--steps 5)
@@ -45,7 +49,7 @@ python -m kdbook.experiments distilling --profile "$profile"
 t2=$(date +%s.%N)
 
 {
-    printf '%-46s %10s\n' "step ($device, profile $profile)" "seconds"
+    printf '%-46s %10s\n' "step ($device, autocast $amp_dtype, profile $profile)" "seconds"
     printf '%-46s %10.1f\n' "benchmark (python -m kdbook.bench)" "$(python -c "print($t1 - $t0)")"
     printf '%-46s %10.1f\n' "chapter sweep: distilling" "$(python -c "print($t2 - $t1)")"
 } | tee "$out/timings.txt"
