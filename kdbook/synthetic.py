@@ -26,8 +26,9 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from scipy import stats
 from torch import Tensor
+
+from kdbook import findings
 
 DTYPE = torch.float64
 
@@ -217,10 +218,10 @@ def _hessian(q: Tensor, features: Tensor) -> Tensor:
 
 
 def t_interval(values, confidence: float = 0.95) -> tuple[float, float]:
-    """Mean and half-width of the two-sided t confidence interval of the mean (n >= 2 values)."""
-    values = torch.as_tensor(values, dtype=DTYPE)
-    n = values.numel()
-    if n < 2:
-        raise ValueError(f"a t interval needs at least 2 values, got {n}")
-    half = stats.t.ppf(0.5 + confidence / 2, n - 1) * values.std() / math.sqrt(n)
-    return float(values.mean()), float(half)
+    """Mean and half-width of the two-sided t interval of the mean (n >= 2 values):
+    :func:`kdbook.findings.t_interval`, in the form the figures use."""
+    values = [float(v) for v in torch.as_tensor(values, dtype=DTYPE).flatten()]
+    if len(values) < 2:
+        raise ValueError(f"a t interval needs at least 2 values, got {len(values)}")
+    mean, (low, high) = findings.t_interval(values, confidence)
+    return mean, (high - low) / 2

@@ -138,7 +138,7 @@ def test_helpers_reject_bad_input():
 
 
 def test_entropy_derivative_check_on_random_teacher_scale_rows():
-    numerics.check_entropy_derivative(teacher_scale_rows(1000, seed=2), ENTROPY_TEMPERATURES)
+    numerics.check_entropy_derivative(teacher_scale_rows(500, seed=2), ENTROPY_TEMPERATURES)
 
 
 def test_entropy_derivative_check_on_nudged_teacher_logits(teacher_logits):
@@ -159,7 +159,7 @@ def test_a_tolerance_relative_to_the_result_fails_on_these_rows(teacher_logits):
             count += int((~torch.isclose(autograd, closed, rtol=1e-7, atol=1e-15)).sum())
         return count
 
-    assert failures(teacher_scale_rows(1000, seed=2)) > 0
+    assert failures(teacher_scale_rows(500, seed=2)) > 0
     assert sum(failures(x) for x in nudged(teacher_logits, 0)) + failures(teacher_logits) > 0
 
 
@@ -199,6 +199,8 @@ def test_low_temperature_bounds_on_random_and_nudged_rows(teacher_logits):
 def test_low_temperature_bounds_with_ties():
     tied = torch.tensor([[2.0, 2.0, 2.0, 1.0, -1.0], [5.0, 5.0, -3.0, -3.0, 0.0]], dtype=F64)
     summaries = numerics.check_low_temperature_bounds(tied, LOW_TEMPERATURES)
+    # at T = 0.01 the theorem allows about e^{-1/0.01}: what is left is rounding,
+    # about u |z| / T ~ 1e-13, far below the deviations at larger T
     assert summaries[0].deviation <= summaries[0].allowed < 1e-10
 
 
@@ -230,7 +232,7 @@ def test_entropy_increasing_check_catches_a_decrease(monkeypatch):
 def test_soft_gradient_check_on_random_rows(n):
     """As in the chapter "Gradients" (n = 2 ... 1000), with logits of the teacher's scale
     for n = 10 and of the chapters' scale (3 randn) otherwise."""
-    for seed in range(3):
+    for seed in range(3 if n <= N_CLASSES else 1):
         g = torch.Generator().manual_seed(seed)
         if n == N_CLASSES:
             student, teacher = teacher_scale_rows(64, seed=10 + seed), teacher_scale_rows(64, seed=20 + seed)
@@ -255,7 +257,7 @@ def test_distillation_gradient_check(teacher_logits):
     g = torch.Generator().manual_seed(0)
     labels = torch.randint(0, N_CLASSES, (len(teacher_logits),), generator=g)
     for student in [teacher_scale_rows(len(teacher_logits), seed=40), *nudged(teacher_logits, 4)]:
-        for T in GRADIENT_TEMPERATURES:
+        for T in (0.5, 4.0, 100.0):
             for alpha in (0.0, 0.3, 1.0):
                 numerics.check_distillation_gradient(student, teacher_logits, labels, T, alpha)
 
