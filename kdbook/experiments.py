@@ -35,7 +35,8 @@ from kdbook.files import atomic_write
 from kdbook.models import StudentCNN, count_parameters
 from kdbook.soft_labels import cached_teacher, weights_fingerprint
 from kdbook.teacher import _commit, available_teacher, ls_teacher, standin_teacher
-from kdbook.train import DISTILLATION_METHODS, UNLABELLED, TrainConfig, fit, predict_logits, seed_everything
+from kdbook.train import (ADDED_SETTINGS, DISTILLATION_METHODS, UNLABELLED, TrainConfig, fit, key_fields,
+                          predict_logits, seed_everything)
 
 TEACHERS = ("none", "book", "book-ls", "standin", "standin-ls")
 TARGETS = ("labels", "teacher-argmax")
@@ -89,16 +90,16 @@ class RunSpec:
         """The run's settings as they enter its key.
 
         A setting added after results were stored is left out while it has its default
-        value, so the stored runs keep their keys (see ``ADDED_SETTINGS``)."""
+        value, so the stored runs keep their keys (``ADDED_SPEC_SETTINGS`` here,
+        ``kdbook.train.ADDED_SETTINGS`` for the training settings)."""
         d = asdict(self)
         d.pop("name")
+        d["train"] = key_fields(self.train)
         if d["teacher_run"] is not None:
             d["teacher_run"] = self.teacher_run.config_dict()
-        for section, defaults in (("spec", ADDED_SPEC_SETTINGS), ("train", ADDED_TRAIN_SETTINGS)):
-            fields = d if section == "spec" else d["train"]
-            for name, default in defaults.items():
-                if fields.get(name) == default:
-                    fields.pop(name)
+        for name, default in ADDED_SPEC_SETTINGS.items():
+            if d.get(name) == default:
+                d.pop(name)
         return d
 
 
@@ -111,15 +112,11 @@ def spec_from_dict(config: dict, name: str = "") -> RunSpec:
     return RunSpec(name=name, **fields)
 
 
-# Settings added after the first results were stored, with their defaults: a run that
-# leaves them at the default has the key it had before they existed. A new setting of
-# RunSpec or TrainConfig goes here (tests/test_experiments.py checks the stored keys).
+# RunSpec settings added after the first results were stored, with their defaults: a run
+# that leaves them at the default has the key it had before they existed. A new RunSpec
+# setting goes here (tests/test_experiments.py checks the stored keys).
 ADDED_SPEC_SETTINGS: dict = {"validation_per_class": None}
-ADDED_TRAIN_SETTINGS: dict = {
-    # chapter "Beyond Hinton" (DKD, logit-standardized KD, CTKD)
-    "dkd_alpha": 1.0, "dkd_beta": 8.0, "lskd_weight": 9.0, "ctkd_t_min": 1.0, "ctkd_t_max": 21.0,
-    "ctkd_lambda_max": 1.0, "ctkd_ramp_fraction": 10 / 240,
-}
+ADDED_TRAIN_SETTINGS = ADDED_SETTINGS  # (kdbook.train) the same registry, for readers of this module
 
 
 # -----------------------------------------------------------------------------

@@ -27,7 +27,7 @@ from kdbook import settings
 from kdbook.data import CIFAR10, TensorLoader, load_cifar10, stratified_subset
 from kdbook.files import atomic_write
 from kdbook.models import StudentCNN, TeacherNet, count_parameters
-from kdbook.train import TrainConfig, evaluate, fit, seed_everything
+from kdbook.train import TrainConfig, evaluate, fit, key_fields, seed_everything
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 WEIGHTS_FILE = WEIGHTS_DIR / "teacher.pt"
@@ -54,19 +54,11 @@ class TeacherRecipe:
 
     def key(self) -> str:
         """Names the recipe's checkpoints and stored weights. A TrainConfig setting added
-        after the teachers were trained is left out while it has its default, so their
-        keys (and the stored label-smoothing teacher's file name) stay as they were."""
-        recipe = asdict(self)
-        defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
-        recipe["train"] = {name: value for name, value in recipe["train"].items()
-                           if name in KEYED_TRAIN_FIELDS or value != defaults.get(name)}
+        after the teachers were trained is left out while it has its default
+        (:func:`kdbook.train.key_fields`), so their keys and the stored label-smoothing
+        teacher's file name stay as they were."""
+        recipe = {**asdict(self), "train": key_fields(self.train)}
         return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:12]
-
-
-# The TrainConfig fields when the book's teachers were trained (their keys hash these).
-KEYED_TRAIN_FIELDS = ("method", "epochs", "optimizer", "lr", "momentum", "nesterov", "weight_decay",
-                      "schedule", "warmup_fraction", "label_smoothing", "temperature", "alpha", "amp",
-                      "channels_last", "seed")
 
 
 RECIPE = TeacherRecipe()
