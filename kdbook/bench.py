@@ -196,7 +196,8 @@ def run(device: torch.device, steps: int, amp: bool, channels_last: bool) -> dic
         "device": settings.describe_device(device),
         "threads": torch.get_num_threads(),
         "machine": platform.machine(),
-        "amp_bfloat16": amp,
+        "amp_bfloat16": amp,  # (name kept for stored results) mixed precision on or off
+        "autocast": str(settings.autocast_dtype(device)).removeprefix("torch.") if amp else "off",
         "channels_last": channels_last,
         "settings": {**BENCH, "steps": steps},
         "data": cifar.source,
@@ -240,7 +241,7 @@ def report(result: dict) -> str:
     r, ips = result["ratios"], result["images_per_second"]
     lines = [
         f"torch {result['torch']} | device {result['device']} | threads {result['threads']} | "
-        f"bf16 autocast {result['amp_bfloat16']} | channels_last {result['channels_last']} | data {result['data']}",
+        f"autocast {result.get('autocast', result['amp_bfloat16'])} | channels_last {result['channels_last']} | data {result['data']}",
         f"student StudentCNN({BENCH['student']['width']}, {BENCH['student']['depth']}), batch "
         f"{BENCH['batch_size']}, {result['settings']['steps']} timed steps per mode",
         "",
@@ -365,7 +366,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--device", choices=["cpu", "cuda"], default=None)
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     parser.add_argument("--steps", type=int, default=BENCH["steps"], help="timed steps per mode (CI dry run: 5)")
-    parser.add_argument("--no-amp", action="store_true", help="float32 instead of bfloat16 autocast")
+    parser.add_argument("--no-amp", action="store_true", help="float32 instead of mixed precision (bfloat16, or float16 on GPUs before compute capability 8.0)")
     parser.add_argument("--no-channels-last", action="store_true")
     parser.add_argument("--methods", action="store_true",
                         help="time a training step of KD, DKD, LS-KD and CTKD instead (chapter Beyond Hinton)")
