@@ -9,11 +9,18 @@ Modules, in the order data flows through them:
 - :mod:`kdbook.losses`     the distillation losses (Hinton's, DKD, logit-standardized), soft targets, label smoothing
 - :mod:`kdbook.learned_temperature`  CTKD's adversarially learned temperature (gradient reversal, curriculum)
 - :mod:`kdbook.theory`     sympy objects and identities the chapters derive
+- :mod:`kdbook.numerics`   float64 rounding-error bounds: the tolerances of the numeric checks
+- :mod:`kdbook.synthetic`  Gaussian mixtures with known Bayes probabilities (the statistical view)
+- :mod:`kdbook.calibration`  expected calibration error, reliability bins, temperature scaling
 - :mod:`kdbook.data`       CIFAR-10 (torchvision or an offline ImageFolder copy), tensor loader
 - :mod:`kdbook.models`     teacher and student CNNs
 - :mod:`kdbook.train`      one training loop for CE, label smoothing and KD; checkpoints
 - :mod:`kdbook.trainer`    the source text's ``DistillationTrainer``, done right
 - :mod:`kdbook.analysis`   ``analyze_dark_knowledge``: entropies and top-k of soft targets
+- :mod:`kdbook.fidelity`   how closely a student matches its teacher (agreement, KL, copied errors)
+- :mod:`kdbook.experiments`  named, seeded runs and the chapters' sweeps, cached by configuration
+- :mod:`kdbook.findings`   every empirical verdict, with its t interval, from the stored results
+- :mod:`kdbook.timings`    CPU (measured) and GPU (estimated or measured) time per chapter
 """
 
 __version__ = "0.1.0"

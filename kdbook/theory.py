@@ -276,6 +276,10 @@ def _probability_table(joint, ndim: int):
             raise ValueError(f"joint entries must be real numbers >= 0, got {value}")
     total = sp.Add(*table.flat)
     exact = all(v.is_Rational for v in table.flat)
+    # Input validation, not a numeric check: inexact entries come from the caller's own
+    # float arithmetic (rows normalised, products of marginals, ...), whose rounding this
+    # function cannot know, so any sum within 1e-9 of 1 (millions of float64 roundings)
+    # is accepted as meant to be 1, and a sum further off is taken for a mistake.
     if (sp.simplify(total - 1) != 0) if exact else abs(float(total) - 1) > 1e-9:
         raise ValueError(f"joint entries must sum to 1, got {total}")
     return table
