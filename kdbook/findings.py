@@ -233,7 +233,12 @@ def _ls_teacher(T: float):
     return compute
 
 
-for _T in (1.0, 2.0, 4.0):
+def _ls_teacher_temperatures() -> list[float]:
+    from kdbook import experiments
+    return sorted({*experiments.LS_TEACHER_TEMPERATURES, 4.0})
+
+
+for _T in _ls_teacher_temperatures():
     register(f"ls-teacher-T{_T:g}")(_ls_teacher(_T))
 
 
