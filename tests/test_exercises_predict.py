@@ -48,3 +48,12 @@ def test_the_setting_allowed_to_change_is_a_parameter():
     assert "student_width = 16" in message and "is better by more" in message
     with pytest.raises(ExerciseFailure, match="train.temperature = 8.0"):
         check_prediction("ex", lambda: result(T=8.0, width=16), ref, 0.01, may_change="student_width")
+
+
+def test_several_settings_may_change_together():
+    from kdbook.exercises.predict import check_prediction
+
+    ref = result(T=4.0)
+    run = result(T=8.0, width=16, acc=0.58)
+    message = check_prediction("ex", lambda: run, ref, 0.01, may_change=("student_width", "train.temperature"))
+    assert "student_width = 16" in message and "is worse by more" in message

@@ -48,10 +48,13 @@ def _with_setting(spec: dict, path: str, value) -> dict:
 
 
 def check_prediction(exercise: str, experiment: Callable[[], dict], reference: dict, threshold: float,
-                     may_change: str) -> str:
+                     may_change: str | tuple[str, ...]) -> str:
     """Runs ``experiment()`` and judges its result against ``reference``, a run of the
     chapter that differs only in the setting ``may_change`` (a dotted path in the run's
-    spec, e.g. ``"train.temperature"``), with the noise ``threshold`` (in accuracy)."""
+    spec, e.g. ``"train.temperature"``, or a tuple of them; the first is the one the
+    exercise is about), with the noise ``threshold`` (in accuracy)."""
+    paths = (may_change,) if isinstance(may_change, str) else tuple(may_change)
+    may_change = paths[0]
     result = experiment()  # a placeholder raises Unsolved here
     if not isinstance(result, dict) or "spec" not in result or "metrics" not in result:
         raise ExerciseFailure(f"{exercise}: my_experiment() must return a run's result (the dict that "
@@ -61,9 +64,12 @@ def check_prediction(exercise: str, experiment: Callable[[], dict], reference: d
     if chosen == _setting(ref, may_change):
         raise ExerciseFailure(f"{exercise}: choose a {may_change} other than {chosen!r}: that is the run "
                               "you compare with")
-    changed = _differences(spec, _with_setting(ref, may_change, chosen))
+    fair = ref
+    for path in paths:
+        fair = _with_setting(fair, path, _setting(spec, path))
+    changed = _differences(spec, fair)
     if changed:
-        raise ExerciseFailure(f"{exercise}: only {may_change} may change, or the comparison is not fair; "
+        raise ExerciseFailure(f"{exercise}: only {', '.join(paths)} may change, or the comparison is not fair; "
                               "this run also changed:\n  " + "\n  ".join(changed)
                               + "\nHint: build the spec like the chapter's runs, changing that setting only.")
     if result["provenance"]["profile"] != reference["provenance"]["profile"]:
