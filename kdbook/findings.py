@@ -372,13 +372,13 @@ def _run_or_train(spec) -> dict:
     return experiments.run(spec, progress=False)
 
 
-def evaluate(id: str, get: Callable | None = None) -> Finding:
-    """Finding ``id`` from the active profile's runs; ``get(spec) -> result`` (default:
+def evaluate(id: str, get: Callable | None = None) -> Finding | list[Finding]:
+    """Finding ``id`` from the active profile's runs (a list for a registry entry that
+    yields several, e.g. ``little-labels-2%``); ``get(spec) -> result`` (default:
     :func:`kdbook.experiments.run`, which trains a missing run)."""
     if id not in REGISTRY:
         raise ValueError(f"id must be one of {sorted(REGISTRY)}, got {id!r}")
-    found = REGISTRY[id](get or _run_or_train)
-    return found
+    return REGISTRY[id](get or _run_or_train)
 
 
 _FINGERPRINTS: dict = {}  # teacher name -> weights fingerprint, filled by stored_only

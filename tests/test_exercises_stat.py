@@ -3,7 +3,6 @@ right answers pass, each known mistake is caught and named, placeholders pass th
 
 from __future__ import annotations
 
-import math
 import re
 
 import pytest
