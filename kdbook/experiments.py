@@ -525,8 +525,7 @@ def plan_little_labels(profile: str | None = None) -> list[RunSpec]:
 
 
 BAN_GENERATIONS = 3
-# T = 2 is the next step (3 seeds x 2 teachers, about 30 CPU minutes); not yet run.
-LS_TEACHER_TEMPERATURES = (1.0,)
+LS_TEACHER_TEMPERATURES = (1.0, 2.0)
 
 
 def plan_variants(profile: str | None = None) -> dict[str, list[RunSpec]]:
