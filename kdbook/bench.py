@@ -87,9 +87,11 @@ def endless(loader):
 
 
 def time_training(student, batches, device, steps: int, warmup: int, amp: bool, channels_last: bool,
-                  loss_fn) -> float:
-    """Seconds for ``steps`` optimiser steps (after ``warmup``), ``loss_fn(logits, batch)``."""
-    optimizer = torch.optim.SGD(student.parameters(), lr=0.01, momentum=0.9, nesterov=True)
+                  loss_fn, extra_params=()) -> float:
+    """Seconds for ``steps`` optimiser steps (after ``warmup``), ``loss_fn(logits, labels, batch)``;
+    ``extra_params`` are optimised with the student (CTKD's temperature)."""
+    params = list(student.parameters()) + list(extra_params)
+    optimizer = torch.optim.SGD(params, lr=0.01, momentum=0.9, nesterov=True)
     layout = torch.channels_last if channels_last else torch.contiguous_format
     for i in range(warmup + steps):
         if i == warmup:
@@ -314,23 +316,10 @@ def time_methods(device: torch.device, steps: int = BENCH["steps"], rounds: int 
 def _time_method_steps(config, loader, cached, device, steps, warmup, amp, channels_last) -> float:
     student = make_student(device, channels_last)
     learned = make_learned_temperature(config, steps + warmup)
-    params = list(student.parameters()) + ([] if learned is None else list(learned.to(device).parameters()))
-    optimizer = torch.optim.SGD(params, lr=0.01, momentum=0.9, nesterov=True)
-    layout = torch.channels_last if channels_last else torch.contiguous_format
-    batches = endless(loader)
-    for i in range(warmup + steps):
-        if i == warmup:
-            synchronize(device)
-            start = time.perf_counter()
-        batch = next(batches)
-        with autocast(device, amp):
-            logits = student(batch.images.contiguous(memory_format=layout))
-        loss = batch_losses(logits, batch.labels, config, cached(batch), learned)["loss"]
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-    synchronize(device)
-    return time.perf_counter() - start
+    extra = [] if learned is None else list(learned.to(device).parameters())
+    batches = ((batch.images, batch.labels, batch) for batch in endless(loader))
+    loss_fn = lambda logits, labels, batch: batch_losses(logits, labels, config, cached(batch), learned)["loss"]  # noqa: E731
+    return time_training(student, batches, device, steps, warmup, amp, channels_last, loss_fn, extra)
 
 
 def _time_loss_alone(config, device, steps: int) -> float:
