@@ -30,16 +30,19 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from kdbook import settings
-from kdbook.data import CIFAR10, TensorLoader, load_cifar10, stratified_subset
+from kdbook.data import CIFAR10, CLASSES, TensorLoader, load_cifar10, stratified_subset
 from kdbook.files import atomic_write
 from kdbook.models import StudentCNN, count_parameters
-from kdbook.soft_labels import cached_teacher, weights_fingerprint
+from kdbook.soft_labels import cached_teacher, stored_teacher_outputs, weights_fingerprint
 from kdbook.teacher import _commit, available_teacher, ls_teacher, standin_teacher
-from kdbook.train import (ADDED_SETTINGS, DISTILLATION_METHODS, UNLABELLED, TrainConfig, fit, key_fields,
-                          predict_logits, seed_everything)
+from kdbook.train import (ADDED_SETTINGS, DISTILLATION_METHODS, UNLABELLED, OnlineTeacher, TrainConfig, fit,
+                          key_fields, predict_logits, seed_everything)
+from kdbook.unseen_class import omitted_class_metrics
 
 TEACHERS = ("none", "book", "book-ls", "standin", "standin-ls")
 TARGETS = ("labels", "teacher-argmax")
+TEACHER_VIEWS = ("cached", "online")
+NUM_CLASSES = 10
 UNLABELLED_METHODS = ("kd", "lskd", "ctkd")  # soft terms that need no label (DKD's does)
 
 
@@ -67,6 +70,14 @@ class RunSpec:
     # training images) and evaluate on them instead of the test set, which the run then
     # never touches: for choosing a setting. Results report metrics["val_acc"], no test_acc.
     validation_per_class: int | None = None
+    # Leave every training image of this class out of the student's training (transfer)
+    # set, as Hinton et al. left out the 3s; the run then also reports that class's test
+    # accuracy before and after raising its bias (kdbook.unseen_class).
+    omit_class: int | None = None
+    # Distillation only. "cached": the teacher's outputs for the uncropped image or its
+    # mirror, computed once and looked up; "online": the teacher run on every batch, on
+    # the student's own random crop and flip (a consistent teacher, Beyer et al., 2022).
+    teacher_view: str = "cached"
 
     def __post_init__(self):
         if self.teacher not in TEACHERS:
@@ -85,6 +96,14 @@ class RunSpec:
             raise ValueError(f"validation_per_class must be None or a positive int, got {v!r}")
         if not 0 <= self.label_noise < 1:
             raise ValueError(f"label_noise must lie in [0, 1), got {self.label_noise!r}")
+        c = self.omit_class
+        if c is not None and (isinstance(c, bool) or not isinstance(c, int) or not 0 <= c < NUM_CLASSES):
+            raise ValueError(f"omit_class must be None or a class index in 0..{NUM_CLASSES - 1}, got {c!r}")
+        if self.teacher_view not in TEACHER_VIEWS:
+            raise ValueError(f"teacher_view must be one of {TEACHER_VIEWS}, got {self.teacher_view!r}")
+        if self.teacher_view == "online" and self.train.method not in DISTILLATION_METHODS:
+            raise ValueError(f"teacher_view='online' needs a distillation method {DISTILLATION_METHODS}, "
+                             f"got method={self.train.method!r}")
 
     def config_dict(self) -> dict:
         """The run's settings as they enter its key.
@@ -115,7 +134,7 @@ def spec_from_dict(config: dict, name: str = "") -> RunSpec:
 # RunSpec settings added after the first results were stored, with their defaults: a run
 # that leaves them at the default has the key it had before they existed. A new RunSpec
 # setting goes here (tests/test_experiments.py checks the stored keys).
-ADDED_SPEC_SETTINGS: dict = {"validation_per_class": None}
+ADDED_SPEC_SETTINGS: dict = {"validation_per_class": None, "omit_class": None, "teacher_view": "cached"}
 ADDED_TRAIN_SETTINGS = ADDED_SETTINGS  # (kdbook.train) the same registry, for readers of this module
 
 
@@ -131,6 +150,10 @@ class RunData:
     test_images: Tensor  # the evaluation images: the test set, or the held-out validation images
     test_labels: Tensor
     evaluation: str = "test"  # "test" or "validation": which set test_images holds
+    # With omit_class: the training images before the class was left out (labels unused),
+    # on which the omitted class's bias is chosen.
+    bias_images: Tensor | None = None
+    train_positions: Tensor | None = None  # where train_images sit in the full training set
 
 
 def noisy_labels(labels: Tensor, rate: float, seed: int, num_classes: int = 10) -> Tensor:
@@ -149,6 +172,10 @@ def run_data(spec: RunSpec, cifar: CIFAR10) -> RunData:
     if spec.validation_per_class is not None:
         train_idx, val_idx = split_validation(cifar.train_labels, train_idx, spec.validation_per_class,
                                               seed=spec.subset_seed + 3)
+    bias_images = None
+    if spec.omit_class is not None:
+        bias_images = cifar.train_images[train_idx]
+        train_idx = train_idx[cifar.train_labels[train_idx] != spec.omit_class]
     clean = cifar.train_labels[train_idx]
     labels = noisy_labels(clean, spec.label_noise, spec.subset_seed + 1) if spec.label_noise else clean.clone()
     images = cifar.train_images[train_idx]
@@ -160,9 +187,12 @@ def run_data(spec: RunSpec, cifar: CIFAR10) -> RunData:
             labels[mask] = UNLABELLED
         else:
             images, labels, clean = images[labelled], labels[labelled], clean[labelled]
+            train_idx = train_idx[labelled]
     if spec.validation_per_class is not None:
-        return RunData(images, labels, clean, cifar.train_images[val_idx], cifar.train_labels[val_idx], "validation")
-    return RunData(images, labels, clean, cifar.test_images[test_idx], cifar.test_labels[test_idx])
+        return RunData(images, labels, clean, cifar.train_images[val_idx], cifar.train_labels[val_idx], "validation",
+                       bias_images, train_idx)
+    return RunData(images, labels, clean, cifar.test_images[test_idx], cifar.test_labels[test_idx],
+                   bias_images=bias_images, train_positions=train_idx)
 
 
 def split_validation(labels: Tensor, train_idx: Tensor, per_class: int, seed: int) -> tuple[Tensor, Tensor]:
@@ -183,7 +213,8 @@ def resolve_teacher(spec: RunSpec, cifar: CIFAR10, device, *, train: bool = True
     """The teacher model and a description of it (``train=False``: never trains a
     missing teacher, raises ``LookupError`` instead)."""
     if spec.teacher_run is not None:
-        result = run(spec.teacher_run, cifar=cifar, progress=False) if train else stored(spec.teacher_run, cifar=cifar)
+        result = (run(spec.teacher_run, cifar=cifar, device=device, progress=False) if train
+                  else stored(spec.teacher_run, cifar=cifar, device=device))
         if result is None:
             raise LookupError(f"no stored result for the born-again teacher {spec.teacher_run.name!r}")
         model = load_student(spec.teacher_run, result, device)
@@ -236,30 +267,25 @@ def _load_result(key: str) -> dict | None:
 
 
 def run(spec: RunSpec, *, cifar: CIFAR10 | None = None, device=None, progress: bool = True) -> dict:
-    """The result of ``spec``: loaded from the cache, or trained (resuming a checkpoint)."""
+    """The result of ``spec``: read from the cache (:func:`stored`, which never trains a
+    teacher), or else trained (resuming a checkpoint), with its teacher built only then."""
     device = torch.device(device) if device is not None else settings.device()
     cifar = cifar or load_cifar10()
+    found = stored(spec, cifar=cifar, device=device)
+    if found is not None:
+        return found
     teacher, teacher_description = resolve_teacher(spec, cifar, device)
     fingerprint = weights_fingerprint(teacher) if teacher is not None else "none"
-    key = run_key(spec, cifar.source, fingerprint)
-    cached = _load_result(key)
-    if cached is not None and (settings.results_dir() / f"{key}.pt").exists():
-        return cached
-    other_data = settings.results_data()
-    if other_data and other_data != cifar.source:
-        # The same run computed on another copy of the data (the book's stored runs, read
-        # in Colab): used as it is; its provenance names the data it was computed on.
-        other_key = run_key(spec, other_data, fingerprint)
-        stored_elsewhere = _load_result(other_key)
-        if stored_elsewhere is not None and (settings.results_dir() / f"{other_key}.pt").exists():
-            return stored_elsewhere
-    return _train(spec, key, cifar, device, teacher, teacher_description, progress)
+    return _train(spec, run_key(spec, cifar.source, fingerprint), cifar, device, teacher, teacher_description,
+                  progress)
 
 
 def stored(spec: RunSpec, *, cifar: CIFAR10 | None = None, device=None,
            fingerprints: dict | None = None) -> dict | None:
     """The stored result of ``spec``, or None; never trains anything (not even a teacher).
 
+    A run computed on another copy of the data (``KDBOOK_RESULTS_DATA``: the book's stored
+    runs, read in Colab) is used as it is; its provenance names the data it was computed on.
     ``fingerprints``: a dict that keeps each named teacher's weights fingerprint between
     calls, so that reading many results loads each teacher once."""
     device = torch.device(device) if device is not None else settings.device()
@@ -275,9 +301,12 @@ def stored(spec: RunSpec, *, cifar: CIFAR10 | None = None, device=None,
         fingerprint = weights_fingerprint(teacher) if teacher is not None else "none"
         if spec.teacher_run is None:
             fingerprints[spec.teacher] = fingerprint
-    key = run_key(spec, cifar.source, fingerprint)
-    cached = _load_result(key)
-    return cached if cached is not None and (settings.results_dir() / f"{key}.pt").exists() else None
+    for data_source in dict.fromkeys([cifar.source, settings.results_data()]):
+        key = run_key(spec, data_source, fingerprint) if data_source else None
+        found = _load_result(key) if key else None
+        if found is not None and (settings.results_dir() / f"{key}.pt").exists():
+            return found
+    return None
 
 
 def _train(spec, key, cifar, device, teacher, teacher_description, progress) -> dict:
@@ -291,7 +320,7 @@ def _train(spec, key, cifar, device, teacher, teacher_description, progress) -> 
     test_loader = TensorLoader(data.test_images, data.test_labels, 1000, device=device)
     kd_teacher = None
     if spec.train.method in DISTILLATION_METHODS:
-        kd_teacher = cached_teacher(teacher, data.train_images, name=fingerprint_name(teacher), device=device)
+        kd_teacher = distillation_teacher(spec, data, cifar, teacher, device)
     seed_everything(spec.train.seed)
     student = make_student(spec).to(device)
     checkpoint = settings.subdir("checkpoints") / f"run-{key}.pt"
@@ -303,6 +332,8 @@ def _train(spec, key, cifar, device, teacher, teacher_description, progress) -> 
         "name": spec.name,
         "spec": spec.config_dict(),
         "metrics": evaluation_metrics(student, test_loader, cifar, device, data.evaluation),
+        **({} if spec.omit_class is None else
+           {"omitted_class": omitted_class_metrics(student, data, spec.omit_class, device)}),
         "history": history_with_evaluation_name(history.epochs, data.evaluation),
         "student_parameters": count_parameters(student),
         "train_images": len(data.train_labels),
@@ -322,6 +353,20 @@ def _train(spec, key, cifar, device, teacher, teacher_description, progress) -> 
         handle.write(json.dumps(result, indent=1).encode())
     checkpoint.unlink(missing_ok=True)  # the result supersedes it
     return result
+
+
+def distillation_teacher(spec: RunSpec, data: RunData, cifar: CIFAR10, teacher: nn.Module, device):
+    """What the training loop asks for the teacher's outputs: the teacher itself, run on each
+    batch (``teacher_view="online"``), or its cached outputs for the run's training images,
+    taken from a stored table of the whole training set when there is one (a subset's rows
+    cost nothing), else computed for these images and stored."""
+    if spec.teacher_view == "online":
+        return OnlineTeacher(teacher)
+    name = fingerprint_name(teacher)
+    whole = stored_teacher_outputs(teacher, cifar.train_images, name=name, device=device)
+    if whole is not None and data.train_positions is not None:
+        return whole.rows(data.train_positions)
+    return cached_teacher(teacher, data.train_images, name=name, device=device)
 
 
 def pseudo_labels(teacher: nn.Module, images: Tensor, device) -> Tensor:
@@ -469,6 +514,27 @@ def plan_distilling(profile: str | None = None) -> list[RunSpec]:
         runs.append(spec(f"alone, seed {seed}", sc, seed))
         runs.append(spec(f"KD T=4 alpha=0.5, seed {seed}", sc, seed, teacher="book", train=kd()))
     return runs
+
+
+def plan_teacher_view(profile: str | None = None) -> dict[str, list[RunSpec]]:
+    """Chapter "Distilling a CNN": the cached teacher (the chapter's KD runs, same keys)
+    against a consistent teacher run on the student's own crop and flip, every seed."""
+    sc = scale(profile)
+    return {view: [spec(f"KD T=4 alpha=0.5, {view} teacher, seed {s}", sc, s, teacher="book", train=kd(),
+                        teacher_view=view) for s in sc.seeds] for view in TEACHER_VIEWS}
+
+
+OMITTED_CLASS = CLASSES.index("cat")  # the class left out of the transfer set (Hinton et al.: the 3s)
+
+
+def plan_unseen_class(profile: str | None = None) -> dict[str, list[RunSpec]]:
+    """Chapter "Distilling a CNN": the student alone and distilled (T = 4, alpha = 0.5) on the
+    training images without a single cat, every seed."""
+    sc = scale(profile)
+    name = CLASSES[OMITTED_CLASS]
+    return {"alone": [spec(f"no {name}s, alone, seed {s}", sc, s, omit_class=OMITTED_CLASS) for s in sc.seeds],
+            "kd": [spec(f"no {name}s, KD T=4 alpha=0.5, seed {s}", sc, s, teacher="book", train=kd(),
+                        omit_class=OMITTED_CLASS) for s in sc.seeds]}
 
 
 TEMPERATURES = (1, 2, 4, 8, 16)
@@ -634,6 +700,8 @@ def plan_beyond_hinton_stored(profile: str | None = None) -> dict[str, list[RunS
 
 PLANS = {
     "distilling": plan_distilling,
+    "unseen-class": plan_unseen_class,
+    "teacher-view": plan_teacher_view,
     "hyperparameters": plan_hyperparameters,
     "little-labels": plan_little_labels,
     "variants": plan_variants,

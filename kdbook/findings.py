@@ -121,13 +121,14 @@ def by_seed(results: Sequence[dict]) -> dict[int, dict]:
 
 
 def compare(id: str, chapter: str, claim: str, a: Sequence[dict], b: Sequence[dict],
-            predicted_sign: int = 1) -> Finding:
-    """The finding "b differs from a with sign ``predicted_sign``", paired by seed."""
+            predicted_sign: int = 1, measure: Callable[[dict], float] = accuracy) -> Finding:
+    """The finding "b differs from a with sign ``predicted_sign``", paired by seed;
+    ``measure(result)`` is the number compared, in percent (default: :func:`accuracy`)."""
     runs_a, runs_b = by_seed(a), by_seed(b)
     if sorted(runs_a) != sorted(runs_b):
         raise ValueError(f"{id}: the arms must share their seeds, got {sorted(runs_a)} and {sorted(runs_b)}")
     seeds = sorted(runs_a)
-    estimate, ci = paired([accuracy(runs_a[s]) for s in seeds], [accuracy(runs_b[s]) for s in seeds])
+    estimate, ci = paired([measure(runs_a[s]) for s in seeds], [measure(runs_b[s]) for s in seeds])
     return Finding(id, chapter, claim, estimate, ci, len(seeds), verdict(ci, len(seeds), predicted_sign),
                    "paired by seed, t interval", tuple(r["key"] for r in [*a, *b]))
 
@@ -197,6 +198,30 @@ def _kd_gain(get) -> Finding:
     runs = _runs(experiments.plan_distilling(), get)
     return compare("kd-gain", "distilling", "KD (T = 4, alpha = 0.5) beats the same student trained alone",
                    _method(runs, "ce"), _method(runs, "kd"))
+
+
+@register("fixed-vs-consistent-teacher")
+def _teacher_view(get) -> Finding:
+    from kdbook import experiments
+    plan = experiments.plan_teacher_view()
+    return compare("fixed-vs-consistent-teacher", "distilling",
+                   "a teacher run on the student's own crop (online) teaches better than the cached outputs "
+                   "of the uncropped image", _runs(plan["cached"], get), _runs(plan["online"], get))
+
+
+def omitted_class_accuracy(result: dict) -> float:
+    """Test accuracy on the class left out of training, after its bias was raised, in percent."""
+    return 100 * result["omitted_class"]["class_test_acc_after"]
+
+
+@register("unseen-class")
+def _unseen_class(get) -> Finding:
+    from kdbook import experiments
+    plan = experiments.plan_unseen_class()
+    return compare("unseen-class", "distilling",
+                   "trained without a single cat, the distilled student recognises more test cats than the student "
+                   "trained alone on the same images, after each one's cat bias is raised by the same rule",
+                   _runs(plan["alone"], get), _runs(plan["kd"], get), measure=omitted_class_accuracy)
 
 
 @register("guideline-small-student-T")
@@ -355,6 +380,21 @@ def _born_again_chain(get) -> Finding:
                        "student) beats generation 0", [gens[0]], [gens[-1]], seed_noise(get))
 
 
+def _beyond_hinton(method: str, label: str):
+    def compute(get) -> Finding:
+        from kdbook import experiments
+        selection = _runs(experiments.plan_beyond_hinton()["beta_selection"], get)
+        runs = _runs(experiments.plan_beyond_hinton(beta=experiments.chosen_beta(selection))["methods"], get)
+        return compare(f"{method}-vs-kd", "beyond_hinton", f"{label} beats Hinton's KD (T = 4, alpha = 0.5) on the "
+                       "book's student, recipe and teacher", _method(runs, "kd"), _method(runs, method))
+    return compute
+
+
+register("dkd-vs-kd")(_beyond_hinton("dkd", "DKD (beta chosen on a validation split)"))
+register("lskd-vs-kd")(_beyond_hinton("lskd", "logit-standardized KD (T = 2, weight 9)"))
+register("ctkd-vs-kd")(_beyond_hinton("ctkd", "CTKD (temperature learned adversarially, from T = 4)"))
+
+
 def evaluate_all(get: Callable | None = None) -> list[Finding]:
     """Every registered finding, in registration order."""
     out = []
@@ -418,7 +458,8 @@ def to_markdown(findings: Sequence[Finding]) -> str:
         "Every empirical verdict of the book, computed from the stored full-profile runs",
         "(CIFAR-10, JPEG q75 copy; this machine's CPU) by `python -m kdbook.findings`, which",
         "also writes `results/findings.json`. Estimates are differences in final-epoch test",
-        "accuracy in percentage points, paired by seed, with 95% intervals from the t",
+        "accuracy (for `unseen-class`: on the omitted class, after its bias is raised)",
+        "in percentage points, paired by seed, with 95% intervals from the t",
         "distribution. A finding from fewer than 3 seeds is *exploratory* whatever its size;",
         "otherwise it is *supported* or *contradicted* when its interval excludes 0, and",
         "*inconclusive* when it does not.",

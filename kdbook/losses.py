@@ -76,7 +76,9 @@ def check_same_shape(student_logits: Tensor, other: Tensor, name: str) -> None:
         )
 
 
-def check_labels(labels, num_classes: int, batch_size: int) -> Tensor:
+def check_labels(labels, num_classes: int, batch_size: int, ignore_index: int | None = None) -> Tensor:
+    """``labels`` if they are int64 class indices in [0, num_classes), one per sample
+    (``ignore_index`` also allowed, where given); a clear error otherwise."""
     if not isinstance(labels, Tensor):
         raise TypeError(f"labels must be a torch.Tensor of class indices, got {type(labels).__name__}")
     if labels.dtype != torch.int64:
@@ -88,10 +90,12 @@ def check_labels(labels, num_classes: int, batch_size: int) -> Tensor:
         raise ValueError(
             f"labels must have shape ({batch_size},) to match the logits, got {tuple(labels.shape)}"
         )
-    if batch_size and (labels.min() < 0 or labels.max() >= num_classes):
+    given = labels if ignore_index is None else labels[labels != ignore_index]
+    if len(given) and (given.min() < 0 or given.max() >= num_classes):
+        allowed = "" if ignore_index is None else f" or ignore_index={ignore_index}"
         raise ValueError(
-            f"labels must lie in [0, {num_classes - 1}] (num_classes={num_classes}), "
-            f"got values in [{int(labels.min())}, {int(labels.max())}]"
+            f"labels must lie in [0, {num_classes - 1}] (num_classes={num_classes}){allowed}, "
+            f"got values in [{int(given.min())}, {int(given.max())}]"
         )
     return labels
 
@@ -196,19 +200,37 @@ def distillation_loss_parts(
     *,
     teacher_probs: Tensor | None = None,
     label_smoothing: float = 0.0,
+    ignore_index: int | None = None,
 ) -> dict[str, Tensor]:
     """The KD loss and its two terms: ``{"loss", "hard", "soft"}`` (``soft`` includes T^2).
 
-    ``label_smoothing`` (epsilon) smooths the hard term's targets; 0 is Hinton's loss."""
+    ``label_smoothing`` (epsilon) smooths the hard term's targets; 0 is Hinton's loss.
+    Samples labelled ``ignore_index`` (torch's convention; the book's unlabelled images)
+    enter the soft term only (see :func:`hard_label_loss`)."""
     a = check_alpha(alpha)
-    eps = _check_epsilon(label_smoothing)
     check_logits(student_logits, "student_logits")
-    check_labels(labels, student_logits.shape[1], student_logits.shape[0])
-    hard = F.cross_entropy(student_logits, labels, label_smoothing=eps)
+    hard = hard_label_loss(student_logits, labels, label_smoothing, ignore_index)
     soft = soft_distillation_loss(
         student_logits, teacher_logits, temperature, teacher_probs=teacher_probs
     )
     return {"loss": a * hard + (1 - a) * soft, "hard": hard, "soft": soft}
+
+
+def hard_label_loss(logits: Tensor, labels: Tensor, label_smoothing: float = 0.0,
+                    ignore_index: int | None = None) -> Tensor:
+    """Cross-entropy with the labels (targets smoothed by ``label_smoothing``), averaged
+    over the samples whose label is not ``ignore_index``; 0 when every label is ignored
+    (torch's ``cross_entropy`` would give NaN, and a batch of unlabelled images has no
+    hard term)."""
+    eps = _check_epsilon(label_smoothing)
+    check_labels(labels, logits.shape[1], logits.shape[0], ignore_index)
+    if ignore_index is not None:
+        keep = labels != ignore_index
+        if not bool(keep.any()):
+            return logits.new_zeros(())
+        if not bool(keep.all()):
+            logits, labels = logits[keep], labels[keep]
+    return F.cross_entropy(logits, labels, label_smoothing=eps)
 
 
 # -----------------------------------------------------------------------------

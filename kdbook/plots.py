@@ -27,7 +27,6 @@ from dataclasses import dataclass
 import matplotlib.pyplot as plt
 import numpy as np
 
-from kdbook import settings
 
 # -----------------------------------------------------------------------------
 # Interactive figures.
@@ -39,18 +38,17 @@ SLIDER_NOTE = ("Run this notebook in Jupyter or Colab to get a slider here\n"
 def live_frontend() -> bool:
     """Whether a frontend that can draw ipywidgets is attached to this kernel.
 
-    ``KDBOOK_WIDGETS=1`` or ``0`` decides explicitly. Otherwise: never under pytest or
-    outside an IPython kernel; yes in Colab, in a kernel started by a Jupyter server
-    (JupyterLab, Notebook 7: they set ``JPY_SESSION_NAME``) and in VS Code notebooks;
-    no elsewhere, in particular in headless runs such as ``jupyter execute``, which
-    would otherwise store a widget view that the static site cannot draw."""
+    ``KDBOOK_WIDGETS=1`` or ``0`` decides explicitly (the test configuration,
+    ``conftest.py``, sets 0). Otherwise: never outside an IPython kernel; yes in Colab,
+    in a kernel started by a Jupyter server (JupyterLab, Notebook 7: they set
+    ``JPY_SESSION_NAME``) and in VS Code notebooks; no elsewhere, in particular in
+    headless runs such as ``jupyter execute``, which would otherwise store a widget
+    view that the static site cannot draw."""
     forced = os.environ.get("KDBOOK_WIDGETS", "").strip()
     if forced in ("0", "1"):
         return forced == "1"
     if forced:
         raise ValueError(f"KDBOOK_WIDGETS must be 0 or 1, got {forced!r}")
-    if settings.under_pytest():
-        return False
     try:
         from IPython import get_ipython
     except ImportError:

@@ -4,9 +4,10 @@ Two profiles run the same code at two sizes:
 
 - ``full``: the real experiment (the default where CUDA is available);
 - ``quick``: a small stratified subset of CIFAR-10 for CPUs and tests (the default
-  without CUDA, and always under pytest, so the test suite never starts a full run).
+  without CUDA; the test configuration, ``conftest.py``, sets it for every test and
+  notebook, so the suite never starts a full run).
 
-``KDBOOK_PROFILE=quick|full`` overrides the default outside pytest.
+``KDBOOK_PROFILE=quick|full`` overrides the default.
 ``KDBOOK_DEVICE`` picks the device (``cpu``, ``cuda``, ``cuda:1``...).
 ``KDBOOK_HOME`` is the folder for caches, checkpoints and results (point it at
 Google Drive in Colab so that a disconnect loses nothing); default ``~/.cache/kdbook``.
@@ -26,16 +27,8 @@ import torch
 PROFILES = ("quick", "full")
 
 
-def under_pytest() -> bool:
-    """True inside a pytest run, including notebook kernels that nbval starts
-    (they inherit ``PYTEST_CURRENT_TEST`` from the test that launched them)."""
-    return "PYTEST_CURRENT_TEST" in os.environ
-
-
 def profile() -> str:
     """The active profile name: ``quick`` or ``full``."""
-    if under_pytest():
-        return "quick"
     requested = os.environ.get("KDBOOK_PROFILE", "").strip()
     if requested:
         if requested not in PROFILES:

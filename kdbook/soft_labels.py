@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import zlib
+from pathlib import Path
 
 import torch
 from torch import Tensor, nn
@@ -54,18 +55,34 @@ def compute_teacher_logits(teacher: nn.Module, images: Tensor, *, device=None,
     return torch.cat(rows)
 
 
+def _cache_path(teacher: nn.Module, images: Tensor, name: str) -> tuple[str, Path]:
+    key = f"{name}-{weights_fingerprint(teacher)}-{images_fingerprint(images)}"
+    return key, settings.subdir("teacher_outputs") / f"{hashlib.sha256(key.encode()).hexdigest()[:20]}.pt"
+
+
+def stored_teacher_outputs(teacher: nn.Module, images: Tensor, *, name: str = "teacher",
+                           device=None) -> CachedTeacher | None:
+    """The :class:`CachedTeacher` of ``images`` if its table is on disk and sound, else None
+    (a damaged file is reported and treated as missing)."""
+    key, path = _cache_path(teacher, images, name)
+    if not path.exists():
+        return None
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+        if saved["key"] == key and saved["logits"].shape[:2] == (len(images), 2):
+            return CachedTeacher(saved["logits"], f"cached outputs of {name}").to(device or settings.device())
+    except Exception as err:  # damaged file: recompute rather than trust it
+        print(f"kdbook: recomputing teacher outputs, {path} unreadable ({err})")
+    return None
+
+
 def cached_teacher(teacher: nn.Module, images: Tensor, *, name: str = "teacher", device=None,
                    amp: bool = False) -> CachedTeacher:
     """A :class:`CachedTeacher` for ``images`` (positions 0..N-1), computed once and kept on disk."""
-    key = f"{name}-{weights_fingerprint(teacher)}-{images_fingerprint(images)}"
-    path = settings.subdir("teacher_outputs") / f"{hashlib.sha256(key.encode()).hexdigest()[:20]}.pt"
-    if path.exists():
-        try:
-            saved = torch.load(path, map_location="cpu", weights_only=True)
-            if saved["key"] == key and saved["logits"].shape[:2] == (len(images), 2):
-                return CachedTeacher(saved["logits"], f"cached outputs of {name}").to(device or settings.device())
-        except Exception as err:  # damaged file: recompute rather than trust it
-            print(f"kdbook: recomputing teacher outputs, {path} unreadable ({err})")
+    found = stored_teacher_outputs(teacher, images, name=name, device=device)
+    if found is not None:
+        return found
+    key, path = _cache_path(teacher, images, name)
     logits = compute_teacher_logits(teacher, images, device=device, amp=amp)
     with atomic_write(path) as handle:
         torch.save({"key": key, "logits": logits}, handle)

@@ -31,7 +31,7 @@ from kdbook.files import atomic_write
 from kdbook.learned_temperature import (CTKD_RAMP_FRACTION, LearnedTemperature, check_temperature_range,
                                        learned_temperature_loss)
 from kdbook.losses import (check_alpha, check_temperature, check_weight, distillation_loss_parts, dkd_loss_parts,
-                           soft_distillation_loss, standardized_distillation_loss)
+                           hard_label_loss, standardized_distillation_loss)
 
 OPTIMIZERS = ("sgd", "adam")
 SCHEDULES = ("onecycle", "cosine", "constant")
@@ -200,6 +200,10 @@ class CachedTeacher:
         self.logits = self.logits.to(device)
         return self
 
+    def rows(self, positions: Tensor) -> "CachedTeacher":
+        """The table of a subset: row k is this table's row ``positions[k]``."""
+        return CachedTeacher(self.logits[positions.to(self.logits.device)], self.description)
+
     def check_covers(self, loader: TensorLoader) -> None:
         """Raises unless every sample the loader yields has a row here."""
         largest = int(loader.indices.max())
@@ -260,25 +264,17 @@ def batch_losses(logits: Tensor, labels: Tensor, config: TrainConfig, teacher_lo
     if config.method == "ce":
         loss = F.cross_entropy(logits, labels, label_smoothing=config.label_smoothing)
         return {"loss": loss, "hard": loss}
-    labelled = labels != UNLABELLED
-    if config.method != "kd":
-        return _beyond_hinton_losses(logits, labels, labelled, config, teacher_logits, learned_temperature)
-    if bool(labelled.all()):
+    if config.method == "kd":
         return distillation_loss_parts(logits, teacher_logits, labels, config.temperature, config.alpha,
-                                       label_smoothing=config.label_smoothing)
-    soft = soft_distillation_loss(logits, teacher_logits, config.temperature)
-    if bool(labelled.any()):
-        hard = F.cross_entropy(logits[labelled], labels[labelled], label_smoothing=config.label_smoothing)
-    else:
-        hard = torch.zeros((), device=logits.device)
-    return {"loss": config.alpha * hard + (1 - config.alpha) * soft, "hard": hard, "soft": soft}
+                                       label_smoothing=config.label_smoothing, ignore_index=UNLABELLED)
+    return _beyond_hinton_losses(logits, labels, config, teacher_logits, learned_temperature)
 
 
-def _beyond_hinton_losses(logits, labels, labelled, config, teacher_logits, learned_temperature) -> dict[str, Tensor]:
+def _beyond_hinton_losses(logits, labels, config, teacher_logits, learned_temperature) -> dict[str, Tensor]:
     """``alpha * CE + (1 - alpha) * soft`` with the soft term of DKD, LS-KD or CTKD."""
     parts: dict[str, Tensor] = {}
     if config.method == "dkd":
-        if not bool(labelled.all()):
+        if bool((labels == UNLABELLED).any()):
             raise ValueError("method='dkd' needs the label of every sample (its soft term splits off the "
                              "target class); train_on_unlabelled is not available with DKD")
         dkd = dkd_loss_parts(logits, teacher_logits, labels, config.temperature, config.dkd_alpha, config.dkd_beta)
@@ -293,10 +289,7 @@ def _beyond_hinton_losses(logits, labels, labelled, config, teacher_logits, lear
         parts = {"temperature": T.detach()}
     else:
         raise ValueError(f"method must be one of {DISTILLATION_METHODS}, got {config.method!r}")
-    if bool(labelled.any()):
-        hard = F.cross_entropy(logits[labelled], labels[labelled], label_smoothing=config.label_smoothing)
-    else:
-        hard = torch.zeros((), device=logits.device)
+    hard = hard_label_loss(logits, labels, config.label_smoothing, ignore_index=UNLABELLED)
     return {"loss": config.alpha * hard + (1 - config.alpha) * soft, "hard": hard, "soft": soft, **parts}
 
 

@@ -12,7 +12,7 @@ import torch
 from kdbook import experiments as ex
 from kdbook import settings
 from kdbook.data import TensorLoader
-from kdbook.train import UNLABELLED, TrainConfig, batch_losses
+from kdbook.train import UNLABELLED, CachedTeacher, TrainConfig, batch_losses
 
 REPO_RESULTS = Path(__file__).resolve().parents[1] / "results"
 
@@ -69,6 +69,10 @@ def test_run_data_label_noise_touches_training_labels_only(cifar):
     (dict(targets="teacher-argmax"), "need a teacher"),
     (dict(train_on_unlabelled=True, teacher="book", train=TrainConfig(method="kd")), "labelled_fraction"),
     (dict(label_noise=1.0), "label_noise must lie in"),
+    (dict(omit_class=10), "omit_class must be None or a class index"),
+    (dict(omit_class=True), "omit_class must be None or a class index"),
+    (dict(teacher_view="bogus", teacher="book", train=TrainConfig(method="kd")), "teacher_view must be one of"),
+    (dict(teacher_view="online"), "needs a distillation method"),
 ])
 def test_run_spec_validation(fields, message):
     with pytest.raises(ValueError, match=message):
@@ -98,8 +102,59 @@ def test_run_trains_once_then_reads_the_cache(cifar, results_home, monkeypatch):
         raise AssertionError("a cached run was trained again")
 
     monkeypatch.setattr(ex, "fit", no_training)
+    # Reading a stored run never builds a teacher that could be trained (train=False only).
+    resolved = []
+    real_resolve = ex.resolve_teacher
+    monkeypatch.setattr(ex, "resolve_teacher", lambda *a, **k: resolved.append(k.get("train", True))
+                        or real_resolve(*a, **k))
     again = ex.run(dataclasses.replace(spec, name="renamed"), cifar=cifar, progress=False)
     assert again["key"] == result["key"] and again["metrics"] == result["metrics"]
+    assert resolved == [False]
+
+
+def test_omit_class_leaves_the_class_out_of_training_only(cifar):
+    spec = tiny(omit_class=3)
+    data = ex.run_data(spec, cifar)
+    assert not (data.train_labels == 3).any() and len(data.train_labels) == 9 * 6
+    assert (data.test_labels == 3).sum() == 4  # the test set keeps every class
+    assert len(data.bias_images) == 10 * 6  # the pool for the bias: all training images, labels unused
+    assert ex.run_data(tiny(), cifar).bias_images is None
+
+
+def test_a_run_without_a_class_reports_it_before_and_after_the_shift(cifar, results_home):
+    result = ex.run(tiny(omit_class=3), cifar=cifar, progress=False)
+    omitted = result["omitted_class"]
+    assert omitted["class"] == 3 and omitted["share"] == pytest.approx(0.1)
+    for key in ("class_test_acc_before", "class_test_acc_after", "test_acc_before", "test_acc_after"):
+        assert 0 <= omitted[key] <= 1, key
+    assert omitted["test_acc_before"] == pytest.approx(result["metrics"]["test_acc"])
+    assert result["train_images"] == 54
+
+
+@pytest.mark.parametrize("view, teacher_type", [("cached", "CachedTeacher"), ("online", "OnlineTeacher")])
+def test_teacher_view_picks_the_teacher_the_loop_gets(cifar, results_home, monkeypatch, view, teacher_type):
+    seen = []
+
+    class Stop(Exception):
+        pass
+
+    def spy(*args, teacher=None, **kwargs):
+        seen.append(type(teacher).__name__)
+        raise Stop
+
+    monkeypatch.setattr(ex, "fit", spy)
+    with pytest.raises(Stop):
+        ex.run(tiny(teacher="book", teacher_view=view, train=TrainConfig(method="kd", epochs=1)), cifar=cifar,
+               progress=False)
+    assert seen == [teacher_type]
+
+
+def test_teacher_view_and_omit_class_enter_the_key_only_when_set():
+    kd_spec = tiny(teacher="book", train=TrainConfig(method="kd"))
+    assert "teacher_view" not in kd_spec.config_dict() and "omit_class" not in kd_spec.config_dict()
+    online = dataclasses.replace(kd_spec, teacher_view="online")
+    assert ex.run_key(online, "d", "t") != ex.run_key(kd_spec, "d", "t")
+    assert ex.run_key(dataclasses.replace(kd_spec, omit_class=3), "d", "t") != ex.run_key(kd_spec, "d", "t")
 
 
 def test_born_again_chain_uses_the_previous_student(cifar, results_home):
@@ -218,3 +273,13 @@ def test_a_run_stored_on_another_copy_of_the_data_is_read_when_allowed(cifar, re
     monkeypatch.delenv("KDBOOK_RESULTS_DATA")
     ex.run(spec, cifar=cifar, progress=False)
     assert trained == [1]
+
+
+def test_a_subset_takes_its_rows_from_a_stored_table_of_the_whole_training_set(cifar, monkeypatch):
+    spec = tiny(teacher="book", labelled_fraction=0.5, omit_class=2, train=TrainConfig(method="kd"))
+    data = ex.run_data(spec, cifar)
+    assert torch.equal(cifar.train_images[data.train_positions], data.train_images)
+    whole = torch.randn(len(cifar.train_images), 2, 10)
+    monkeypatch.setattr(ex, "stored_teacher_outputs", lambda *a, **k: CachedTeacher(whole))
+    table = ex.distillation_teacher(spec, data, cifar, teacher=None, device="cpu")
+    assert torch.equal(table.logits, whole[data.train_positions])

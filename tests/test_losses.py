@@ -17,6 +17,7 @@ from kdbook.losses import (
     SoftLabelDistillationLoss,
     distillation_loss,
     distillation_loss_parts,
+    hard_label_loss,
     label_smoothing_targets,
     soft_distillation_loss,
     soft_targets,
@@ -438,3 +439,33 @@ def test_teacher_receives_no_gradient(how):
     assert all(p.grad is None for p in teacher.parameters())
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in student.parameters())
     assert any(p.grad.abs().sum() > 0 for p in student.parameters())
+
+
+# -----------------------------------------------------------------------------
+# ignore_index: samples without a label enter the soft term only.
+
+
+def test_hard_label_loss_averages_over_the_labelled_samples_only():
+    gen = torch.Generator().manual_seed(0)
+    logits = torch.randn(6, 4, generator=gen, dtype=torch.float64)
+    labels = torch.tensor([0, -1, 2, -1, 3, 1])
+    keep = labels != -1
+    for eps in (0.0, 0.1):
+        expected = F.cross_entropy(logits[keep], labels[keep], label_smoothing=eps)
+        assert torch.equal(hard_label_loss(logits, labels, eps, ignore_index=-1), expected)
+    assert hard_label_loss(logits, torch.full((6,), -1), ignore_index=-1).item() == 0.0  # no labels: no hard term
+    with pytest.raises(ValueError, match=r"or ignore_index=-1"):
+        hard_label_loss(logits, torch.tensor([0, -2, 2, -1, 3, 1]), ignore_index=-1)
+    with pytest.raises(ValueError, match=r"labels must lie in \[0, 3\]"):
+        hard_label_loss(logits, labels)  # -1 is not a class unless it is the ignore_index
+
+
+def test_distillation_loss_with_ignore_index_is_the_mix_of_both_terms():
+    gen = torch.Generator().manual_seed(1)
+    student, teacher = torch.randn(5, 10, generator=gen), torch.randn(5, 10, generator=gen)
+    labels = torch.tensor([1, -1, 7, 7, -1])
+    parts = distillation_loss_parts(student, teacher, labels, 4.0, 0.3, ignore_index=-1)
+    keep = labels != -1
+    assert torch.equal(parts["hard"], F.cross_entropy(student[keep], labels[keep]))
+    assert torch.equal(parts["soft"], soft_distillation_loss(student, teacher, 4.0))  # every sample
+    assert torch.equal(parts["loss"], 0.3 * parts["hard"] + 0.7 * parts["soft"])

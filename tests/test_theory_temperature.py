@@ -206,8 +206,8 @@ def clean_widget_env(monkeypatch):
     return monkeypatch
 
 
-def test_live_frontend_false_under_pytest_and_overrides(clean_widget_env):
-    assert plots.live_frontend() is False
+def test_live_frontend_false_in_the_tests_and_overrides(clean_widget_env):
+    assert plots.live_frontend() is False  # no IPython kernel here
     clean_widget_env.setenv("KDBOOK_WIDGETS", "1")
     assert plots.live_frontend() is True
     clean_widget_env.setenv("KDBOOK_WIDGETS", "0")
@@ -218,9 +218,8 @@ def test_live_frontend_false_under_pytest_and_overrides(clean_widget_env):
 
 
 def test_live_frontend_false_outside_a_kernel(clean_widget_env):
-    """Outside pytest's marker but without an IPython kernel (a plain script):
-    no widgets, even with JPY_SESSION_NAME set."""
-    clean_widget_env.delenv("PYTEST_CURRENT_TEST", raising=False)
+    """Without an IPython kernel (a plain script): no widgets, even with
+    JPY_SESSION_NAME set."""
     clean_widget_env.setenv("JPY_SESSION_NAME", "x.ipynb")
     assert plots.live_frontend() is False
 
