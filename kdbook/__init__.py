@@ -18,12 +18,19 @@ Modules, in the order data flows through them:
 - :mod:`kdbook.trainer`    the source text's ``DistillationTrainer``, done right
 - :mod:`kdbook.analysis`   ``analyze_dark_knowledge``: entropies and top-k of soft targets
 - :mod:`kdbook.fidelity`   how closely a student matches its teacher (agreement, KL, copied errors)
+- :mod:`kdbook.unseen_class`  the bias of a class left out of the transfer set (Hinton et al., section 3)
 - :mod:`kdbook.experiments`  named, seeded runs and the chapters' sweeps, cached by configuration
 - :mod:`kdbook.findings`   every empirical verdict, with its t interval, from the stored results
 - :mod:`kdbook.timings`    CPU (measured) and GPU (estimated or measured) time per chapter
+
+What the chapters use most is importable from ``kdbook`` itself (``from kdbook import
+load_cifar10, StudentCNN, fit, TrainConfig``), in the spirit of d2l's single import.
 """
 
 __version__ = "0.1.0"
+
+from kdbook.analysis import analyze_dark_knowledge  # noqa: F401  (re-exported)
+from kdbook.data import TensorLoader, load_cifar10  # noqa: F401  (re-exported)
 
 from kdbook.losses import (  # noqa: F401  (re-exported: the public API)
     ResponseDistillationLoss,
@@ -35,3 +42,5 @@ from kdbook.losses import (  # noqa: F401  (re-exported: the public API)
     standardize_logits,
     standardized_distillation_loss,
 )
+from kdbook.models import StudentCNN, TeacherNet  # noqa: F401  (re-exported)
+from kdbook.train import TrainConfig, evaluate, fit  # noqa: F401  (re-exported)

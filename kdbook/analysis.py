@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from kdbook.losses import check_logits, check_temperature
+from kdbook.models import evaluating
 
 
 @dataclass
@@ -50,10 +51,8 @@ def analyze_dark_knowledge(teacher: nn.Module, inputs: Tensor, labels: Tensor,
                            temperature: float = 4.0, k: int = 5) -> DarkKnowledge:
     """Runs ``teacher`` (in eval mode) on ``inputs`` and describes its soft targets."""
     T = check_temperature(temperature)
-    was_training = teacher.training
-    teacher.eval()
-    logits = check_logits(teacher(inputs).float(), "teacher output")
-    teacher.train(was_training)
+    with evaluating(teacher):
+        logits = check_logits(teacher(inputs).float(), "teacher output")
     if labels.shape != (logits.shape[0],):
         raise ValueError(f"labels must have shape ({logits.shape[0]},), got {tuple(labels.shape)}")
     if not 1 <= k <= logits.shape[1]:

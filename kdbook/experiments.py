@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 from kdbook import settings
 from kdbook.data import CIFAR10, CLASSES, TensorLoader, load_cifar10, stratified_subset
 from kdbook.files import atomic_write
-from kdbook.models import StudentCNN, count_parameters
+from kdbook.models import StudentCNN, count_parameters, freeze, half_state, load_half_state
 from kdbook.soft_labels import cached_teacher, stored_teacher_outputs, weights_fingerprint
 from kdbook.teacher import _commit, available_teacher, ls_teacher, standin_teacher
 from kdbook.train import (ADDED_SETTINGS, DISTILLATION_METHODS, UNLABELLED, OnlineTeacher, TrainConfig, fit,
@@ -238,11 +238,7 @@ def load_student(spec: RunSpec, result: dict, device) -> StudentCNN:
     path = settings.results_dir() / f"{result['key']}.pt"
     model = make_student(spec)
     state = torch.load(path, map_location="cpu", weights_only=True)
-    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
-    model = model.to(device).eval()
-    for p in model.parameters():
-        p.requires_grad_(False)
-    return model
+    return freeze(load_half_state(model, state).to(device))
 
 
 # -----------------------------------------------------------------------------
@@ -348,7 +344,7 @@ def _train(spec, key, cifar, device, teacher, teacher_description, progress) -> 
     }
     # The student's weights (half precision, tens of kB): later runs may use it as a teacher.
     with atomic_write(settings.results_dir() / f"{key}.pt") as handle:
-        torch.save({k: v.half() if v.is_floating_point() else v for k, v in student.state_dict().items()}, handle)
+        torch.save(half_state(student), handle)
     with atomic_write(settings.results_dir() / f"{key}.json") as handle:
         handle.write(json.dumps(result, indent=1).encode())
     checkpoint.unlink(missing_ok=True)  # the result supersedes it

@@ -395,11 +395,23 @@ register("lskd-vs-kd")(_beyond_hinton("lskd", "logit-standardized KD (T = 2, wei
 register("ctkd-vs-kd")(_beyond_hinton("ctkd", "CTKD (temperature learned adversarially, from T = 4)"))
 
 
-def evaluate_all(get: Callable | None = None) -> list[Finding]:
-    """Every registered finding, in registration order."""
+class MissingRun(LookupError):
+    """A finding's run is not stored (raised by :func:`stored_only`)."""
+
+
+def evaluate_all(get: Callable | None = None, pending: list[str] | None = None) -> list[Finding]:
+    """Every registered finding, in registration order. With a ``pending`` list, a registry
+    entry whose runs are not all stored (``get`` raises :class:`MissingRun`) is named there
+    instead of computed: registered, not yet run."""
     out = []
     for id, compute in REGISTRY.items():
-        found = compute(get or _run_or_train)
+        try:
+            found = compute(get or _run_or_train)
+        except MissingRun:
+            if pending is None:
+                raise
+            pending.append(id)
+            continue
         out.extend(found if isinstance(found, list) else [found])
     ids = [f.id for f in out]
     if len(set(ids)) != len(ids):
@@ -426,7 +438,7 @@ _CIFAR = None  # the data, loaded once by stored_only
 
 
 def stored_only(spec) -> dict:
-    """A run's stored result, or LookupError: the findings command never trains."""
+    """A run's stored result, or :class:`MissingRun`: the findings command never trains."""
     from kdbook import experiments
     global _CIFAR
     if _CIFAR is None:
@@ -434,7 +446,7 @@ def stored_only(spec) -> dict:
         _CIFAR = load_cifar10()
     result = experiments.stored(spec, cifar=_CIFAR, fingerprints=_FINGERPRINTS)
     if result is None:
-        raise LookupError(f"no stored result for run {spec.name!r}: run its chapter's sweep first")
+        raise MissingRun(f"no stored result for run {spec.name!r}: run its chapter's sweep first")
     return result
 
 
@@ -447,7 +459,7 @@ def to_json(findings: Sequence[Finding]) -> str:
                       indent=1) + "\n"
 
 
-def to_markdown(findings: Sequence[Finding]) -> str:
+def to_markdown(findings: Sequence[Finding], pending: Sequence[str] = ()) -> str:
     rows = [f"| `{f.id}` | {f.chapter} | {f.claim} | {f.estimate:+.2f} | "
             f"[{f.ci[0]:+.2f}, {f.ci[1]:+.2f}] | {f.n_seeds} | **{f.verdict}** |" for f in findings]
     return "\n".join([
@@ -468,6 +480,8 @@ def to_markdown(findings: Sequence[Finding]) -> str:
         "|---|---|---|---|---|---|---|",
         *rows,
         "",
+        *([f"Registered but not yet run (their full-profile runs are not stored, so they state no verdict): "
+           f"{', '.join(f'`{id}`' for id in pending)}.", ""] if pending else []),
     ])
 
 
@@ -480,8 +494,9 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     os.environ["KDBOOK_PROFILE"] = "full"
     os.environ["KDBOOK_RESULTS"] = args.results
-    findings = evaluate_all(stored_only)
-    files = {Path(args.json): to_json(findings), Path(args.page): to_markdown(findings)}
+    pending: list[str] = []
+    findings = evaluate_all(stored_only, pending)
+    files = {Path(args.json): to_json(findings), Path(args.page): to_markdown(findings, pending)}
     if args.check:
         stale = [str(p) for p, text in files.items() if not p.exists() or p.read_text() != text]
         print("up to date" if not stale else "stale: " + ", ".join(stale))
@@ -490,6 +505,8 @@ def main(argv=None) -> int:
         path.write_text(text)
     for f in findings:
         print(f"{f.id}: {f.summary()}")
+    for id in pending:
+        print(f"{id}: not yet run")
     return 0
 
 

@@ -9,7 +9,12 @@ chapters can vary the gap between teacher and student.
 
 from __future__ import annotations
 
+import contextlib
+from typing import Iterator, TypeVar
+
 from torch import Tensor, nn
+
+Model = TypeVar("Model", bound=nn.Module)
 
 
 def conv_bn(c_in: int, c_out: int, act: type[nn.Module] = nn.GELU) -> list[nn.Module]:
@@ -66,3 +71,39 @@ class StudentCNN(nn.Module):
 def count_parameters(model: nn.Module) -> int:
     """Number of trainable parameters."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+# -----------------------------------------------------------------------------
+# Small helpers every user of a trained network needs.
+
+
+def freeze(model: Model) -> Model:
+    """``model`` in eval mode with gradients off, as a teacher must be: its BatchNorm layers
+    use their running statistics (and never update them) and nothing in it is trained."""
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model
+
+
+@contextlib.contextmanager
+def evaluating(model: nn.Module) -> Iterator[nn.Module]:
+    """Eval mode inside the ``with`` block; the mode it had before is restored after it."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
+
+
+def half_state(model: nn.Module) -> dict:
+    """The state dict with its floating-point tensors in float16, on the CPU: stored weights
+    at half the bytes (the networks here lose nothing measurable by it)."""
+    return {k: (v.half() if v.is_floating_point() else v).cpu().contiguous() for k, v in model.state_dict().items()}
+
+
+def load_half_state(model: Model, state: dict) -> Model:
+    """Loads a :func:`half_state` (or any state dict) into ``model`` in float32."""
+    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
+    return model

@@ -55,18 +55,30 @@ def device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def cpu_computes_bfloat16() -> bool:
+    """Whether torch's CPU kernels (oneDNN) compute bfloat16 natively on this CPU: AVX-512
+    (BW, VL, DQ) or AMX. Elsewhere (an AVX2-only CPU) bfloat16 is emulated, and a training
+    step in it took 7 times as long as in float32 on such a CPU here."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # a torch build without oneDNN
+        return False
+
+
 def autocast_dtype(dev: torch.device | str | None = None) -> torch.dtype:
     """The autocast dtype of mixed-precision runs on ``dev`` (default :func:`device`).
 
-    bfloat16 on CPUs and on CUDA GPUs of compute capability 8.0 or more (Ampere and
-    later: A100, L4, H100...), which compute in it natively; float16 on older GPUs
-    (a T4, Colab's free GPU, is 7.5), where bfloat16 is emulated and slow. float16
-    has a narrow range (smallest normal number 6e-5), so small gradients underflow to 0
-    unless the loss is scaled: training with it uses ``torch.amp.GradScaler``
-    (:func:`kdbook.train.fit`)."""
+    bfloat16 on CPUs that compute it natively (:func:`cpu_computes_bfloat16`) and on CUDA
+    GPUs of compute capability 8.0 or more (Ampere and later: A100, L4, H100...); float32,
+    that is no mixed precision, on other CPUs, where bfloat16 would be emulated; float16 on
+    older GPUs (a T4, Colab's free GPU, is 7.5), where bfloat16 is emulated and slow.
+    float16 has a narrow range (smallest normal number 6e-5), so small gradients underflow
+    to 0 unless the loss is scaled: training with it uses ``torch.amp.GradScaler``
+    (:func:`kdbook.train.fit`). Like the GPU's, the choice is the device's: a run's key
+    says ``amp``, its provenance the dtype it ran in."""
     dev = torch.device(dev) if dev is not None else device()
     if dev.type == "cpu":
-        return torch.bfloat16
+        return torch.bfloat16 if cpu_computes_bfloat16() else torch.float32
     if dev.type == "cuda":
         return torch.bfloat16 if torch.cuda.get_device_capability(dev) >= (8, 0) else torch.float16
     raise ValueError(f"device type {dev.type!r} has no autocast policy here; allowed: 'cpu', 'cuda'")

@@ -19,6 +19,7 @@ from torch import Tensor, nn
 from kdbook import settings
 from kdbook.data import TensorLoader
 from kdbook.files import atomic_write
+from kdbook.models import evaluating
 from kdbook.train import CachedTeacher, autocast
 
 
@@ -43,15 +44,13 @@ def compute_teacher_logits(teacher: nn.Module, images: Tensor, *, device=None,
                            batch_size: int = 1000, amp: bool = False) -> Tensor:
     """Logits of ``teacher`` for every image and its mirror: float32 (N, 2, C) on the CPU."""
     device = torch.device(device) if device is not None else settings.device()
-    was_training = teacher.training
-    teacher.eval()
     loader = TensorLoader(images, torch.zeros(len(images), dtype=torch.int64), batch_size, device=device)
     rows = []
-    for batch in loader:
-        with autocast(device, amp):
-            views = torch.stack([teacher(batch.images).float(), teacher(batch.images.flip(3)).float()], 1)
-        rows.append(views.cpu())
-    teacher.train(was_training)
+    with evaluating(teacher):
+        for batch in loader:
+            with autocast(device, amp):
+                views = torch.stack([teacher(batch.images).float(), teacher(batch.images.flip(3)).float()], 1)
+            rows.append(views.cpu())
     return torch.cat(rows)
 
 

@@ -26,7 +26,7 @@ from torch import nn
 from kdbook import settings
 from kdbook.data import CIFAR10, TensorLoader, load_cifar10, stratified_subset
 from kdbook.files import atomic_write
-from kdbook.models import StudentCNN, TeacherNet, count_parameters
+from kdbook.models import StudentCNN, TeacherNet, count_parameters, freeze, half_state, load_half_state
 from kdbook.train import TrainConfig, evaluate, fit, key_fields, seed_everything
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
@@ -45,8 +45,9 @@ class TeacherRecipe:
         lr=0.2,  # peak learning rate for batch 512 (SGD, Nesterov momentum 0.9)
         weight_decay=5e-4,
         warmup_fraction=0.15,
-        # Mixed precision (settings.autocast_dtype): bfloat16 on CPUs (about 2x faster with
-        # AMX/AVX-512 bf16) and recent GPUs; float16 with loss scaling on older GPUs (a T4).
+        # Mixed precision (settings.autocast_dtype): bfloat16 on CPUs that compute it natively
+        # (about 2x faster with AMX/AVX-512) and recent GPUs; float16 with loss scaling on older
+        # GPUs (a T4); float32 on CPUs without native bfloat16.
         amp=True,
         channels_last=True,
         seed=0,
@@ -121,9 +122,8 @@ def train_teacher(recipe: TeacherRecipe = RECIPE, *, device=None, stop_after: in
 def export_teacher(model: nn.Module, provenance: dict, weights_file: Path = WEIGHTS_FILE,
                    provenance_file: Path = PROVENANCE_FILE) -> None:
     """Writes half-precision weights and the provenance record (default: ``kdbook/weights``)."""
-    state = {k: (v.half() if v.is_floating_point() else v) for k, v in model.state_dict().items()}
     with atomic_write(weights_file) as handle:
-        torch.save({k: v.cpu().contiguous() for k, v in state.items()}, handle)
+        torch.save(half_state(model), handle)
     provenance = {**provenance, "weights_sha256": hashlib.sha256(Path(weights_file).read_bytes()).hexdigest()}
     with atomic_write(provenance_file) as handle:
         handle.write(json.dumps(provenance, indent=1).encode())
@@ -141,10 +141,7 @@ def load_teacher(device=None, weights_file: Path = WEIGHTS_FILE,
         raise ValueError(f"{weights_file} does not match the checksum in {provenance_file}")
     model = TeacherNet(tuple(provenance["recipe"]["widths"]))
     state = torch.load(weights_file, map_location="cpu", weights_only=True)
-    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
-    model = model.to(device or settings.device()).eval()
-    for p in model.parameters():
-        p.requires_grad_(False)
+    model = freeze(load_half_state(model, state).to(device or settings.device()))
     return model, provenance
 
 
@@ -191,10 +188,7 @@ def standin_teacher(cifar: CIFAR10 | None = None, device=None,
         }
         with atomic_write(path) as handle:
             torch.save({"model": model.state_dict(), "info": info}, handle)
-    model.eval()
-    for p in model.parameters():
-        p.requires_grad_(False)
-    return model, info
+    return freeze(model), info
 
 
 def available_teacher(cifar: CIFAR10 | None = None, device=None) -> tuple[nn.Module, dict]:

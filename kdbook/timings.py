@@ -77,8 +77,8 @@ def forward_flops(kind: str, shape: tuple) -> int:
 
 def training_images(spec: RunSpec) -> int:
     """Images in one epoch of ``spec``'s run."""
-    per_class = spec.train_per_class or IMAGES_PER_CLASS
-    images = per_class * CLASSES
+    per_class = (spec.train_per_class or IMAGES_PER_CLASS) - (spec.validation_per_class or 0)
+    images = per_class * (CLASSES - (spec.omit_class is not None))
     if spec.labelled_fraction is not None and not spec.train_on_unlabelled:
         images = round(images * spec.labelled_fraction)
     return images
@@ -96,8 +96,12 @@ def gpu_seconds(kind: str, shape: tuple, images_per_epoch: int, epochs: int, bat
 
 
 def run_gpu_seconds(spec: RunSpec, gpu: GpuModel = T4) -> float:
-    return gpu_seconds("student", (spec.student_width, spec.student_depth), training_images(spec),
-                       spec.train.epochs, spec.batch_size, gpu)
+    seconds = gpu_seconds("student", (spec.student_width, spec.student_depth), training_images(spec),
+                          spec.train.epochs, spec.batch_size, gpu)
+    if spec.teacher_view == "online":  # the teacher's forward pass on every training image, every epoch
+        teacher_flops = forward_flops("teacher", tuple(RECIPE.widths)) * training_images(spec) * spec.train.epochs
+        seconds += teacher_flops / gpu.flops_per_s
+    return seconds
 
 
 def teacher_gpu_seconds(recipe: TeacherRecipe, gpu: GpuModel = T4) -> float:

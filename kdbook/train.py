@@ -3,8 +3,9 @@
 - ``TrainConfig``: every setting of a run in one small dataclass (printed with results).
 - ``fit``: trains a model with a :class:`~kdbook.data.TensorLoader`, evaluates after each
   epoch, writes a checkpoint after every epoch and resumes from it, bit-for-bit on CPU.
-- The teacher, for KD, is either run on every batch (:class:`OnlineTeacher`) or looked up
-  from stored outputs by sample index and flip (:class:`CachedTeacher`).
+- The teacher, for KD, is either run on every batch (:class:`OnlineTeacher`, in the run's
+  precision: under autocast when ``amp``) or looked up from stored outputs by sample index
+  and flip (:class:`CachedTeacher`, computed once in float32).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from kdbook.learned_temperature import (CTKD_RAMP_FRACTION, LearnedTemperature, 
                                        learned_temperature_loss)
 from kdbook.losses import (check_alpha, check_temperature, check_weight, distillation_loss_parts, dkd_loss_parts,
                            hard_label_loss, standardized_distillation_loss)
+from kdbook.models import evaluating, freeze
 
 OPTIMIZERS = ("sgd", "adam")
 SCHEDULES = ("onecycle", "cosine", "constant")
@@ -170,9 +172,7 @@ class OnlineTeacher:
     statistics never move."""
 
     def __init__(self, model: nn.Module):
-        self.model = model.eval()
-        for p in self.model.parameters():
-            p.requires_grad_(False)
+        self.model = freeze(model)
 
     @torch.no_grad()
     def logits(self, images: Tensor) -> Tensor:
@@ -235,10 +235,12 @@ def as_teacher(teacher) -> OnlineTeacher | CachedTeacher | None:
 
 
 def autocast(device: torch.device, enabled: bool):
-    """Autocast in the device's dtype (:func:`kdbook.settings.autocast_dtype`), or nothing."""
-    if not enabled:
+    """Autocast in the device's dtype (:func:`kdbook.settings.autocast_dtype`), or nothing
+    (not enabled, or a device whose mixed precision is float32)."""
+    dtype = settings.autocast_dtype(device) if enabled else torch.float32
+    if dtype == torch.float32:
         return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=settings.autocast_dtype(device))
+    return torch.autocast(device_type=device.type, dtype=dtype)
 
 
 def grad_scaler(device: torch.device, config: TrainConfig) -> torch.amp.GradScaler:
@@ -314,8 +316,10 @@ def train_epoch(model, loader, optimizer, scheduler, config, teacher=None, progr
     seen = seen_labelled = correct = 0
     layout = torch.channels_last if config.channels_last else torch.contiguous_format
     for batch in tqdm(loader, desc=desc, leave=False, disable=not progress):
-        teacher_logits = teacher(batch) if teacher is not None else None
         with autocast(device, config.amp):
+            # An online teacher runs in the run's precision, like the student's forward pass
+            # (on a CPU, bfloat16 is several times faster than float32); a cached table is a lookup.
+            teacher_logits = teacher(batch) if teacher is not None else None
             logits = model(batch.images.contiguous(memory_format=layout))
         parts = batch_losses(logits, batch.labels, config, teacher_logits, learned_temperature)
         if not torch.isfinite(parts["loss"]):
@@ -347,17 +351,15 @@ def predict_logits(model: nn.Module, loader: TensorLoader, tta: bool = False, am
     ``tta=True`` averages the logits of each image and its mirror image."""
     if loader.shuffle or loader.augment:
         raise ValueError("predict_logits needs a loader with shuffle=False and augment=False")
-    was_training = model.training
-    model.eval()
     device = next(model.parameters()).device
     out = []
-    for batch in loader:
-        with autocast(device, amp):
-            logits = model(batch.images).float()
-            if tta:
-                logits = (logits + model(batch.images.flip(3)).float()) / 2
-        out.append(logits.cpu())
-    model.train(was_training)
+    with evaluating(model):
+        for batch in loader:
+            with autocast(device, amp):
+                logits = model(batch.images).float()
+                if tta:
+                    logits = (logits + model(batch.images.flip(3)).float()) / 2
+            out.append(logits.cpu())
     return torch.cat(out)
 
 

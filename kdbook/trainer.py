@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from kdbook.losses import ResponseDistillationLoss
+from kdbook.models import evaluating
 from kdbook.train import OnlineTeacher
 
 
@@ -54,12 +55,10 @@ class DistillationTrainer:
     @torch.no_grad()
     def evaluate(self, loader) -> float:
         """Top-1 accuracy of the student on ``loader`` (a fraction in [0, 1])."""
-        was_training = self.student.training
-        self.student.eval()
         correct = seen = 0
-        for batch in loader:
-            inputs, labels = self._to_device(batch)
-            correct += int((self.student(inputs).argmax(1) == labels).sum())
-            seen += len(labels)
-        self.student.train(was_training)
+        with evaluating(self.student):
+            for batch in loader:
+                inputs, labels = self._to_device(batch)
+                correct += int((self.student(inputs).argmax(1) == labels).sum())
+                seen += len(labels)
         return correct / seen

@@ -39,11 +39,25 @@ def test_autocast_dtype_follows_the_compute_capability(monkeypatch, capability, 
     assert settings.autocast_dtype() == expected
 
 
-def test_autocast_dtype_is_bfloat16_on_cpu_even_beside_an_old_gpu(monkeypatch):
+@pytest.mark.parametrize("native, expected", [(True, torch.bfloat16), (False, torch.float32)])
+def test_autocast_dtype_on_cpu_follows_native_bfloat16_even_beside_an_old_gpu(monkeypatch, native, expected):
     simulate_gpu(monkeypatch, (7, 5))
-    assert settings.autocast_dtype("cpu") == torch.bfloat16
+    monkeypatch.setattr(settings, "cpu_computes_bfloat16", lambda: native)
+    assert settings.autocast_dtype("cpu") == expected
     monkeypatch.setenv("KDBOOK_DEVICE", "cpu")
-    assert settings.autocast_dtype() == torch.bfloat16
+    assert settings.autocast_dtype() == expected
+
+
+def test_float32_mixed_precision_is_no_autocast(monkeypatch):
+    monkeypatch.setattr(settings, "cpu_computes_bfloat16", lambda: False)
+    model = torch.nn.Linear(4, 4)
+    with train.autocast(torch.device("cpu"), True):
+        assert model(torch.ones(1, 4)).dtype == torch.float32
+    monkeypatch.setattr(settings, "cpu_computes_bfloat16", lambda: True)
+    with train.autocast(torch.device("cpu"), True):
+        assert model(torch.ones(1, 4)).dtype == torch.bfloat16
+    with train.autocast(torch.device("cpu"), False):
+        assert model(torch.ones(1, 4)).dtype == torch.float32
 
 
 def test_autocast_dtype_refuses_other_devices():

@@ -104,3 +104,25 @@ def test_findings_file_and_page_match_the_stored_results():
     done = subprocess.run([sys.executable, "-m", "kdbook.findings", "--check"], cwd=ROOT,
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_a_finding_whose_runs_are_missing_is_listed_as_pending(monkeypatch):
+    runs = {0: 70.0, 1: 71.0, 2: 72.0}
+
+    def fake(seed, acc):
+        return {"key": f"k{seed}{acc}", "spec": {"train": {"seed": seed}}, "metrics": {"test_acc": acc / 100}}
+
+    def ran(get):
+        return fd.compare("ran", "c", "claim", [fake(s, a) for s, a in runs.items()],
+                          [fake(s, a + 1) for s, a in runs.items()])
+
+    def not_run(get):
+        raise fd.MissingRun("no stored result")
+
+    monkeypatch.setattr(fd, "REGISTRY", {"ran": ran, "not-run": not_run})
+    pending: list[str] = []
+    found = fd.evaluate_all(lambda spec: None, pending)
+    assert [f.id for f in found] == ["ran"] and pending == ["not-run"]
+    assert "Registered but not yet run" in fd.to_markdown(found, pending) and "`not-run`" in fd.to_markdown(found, pending)
+    with pytest.raises(fd.MissingRun):
+        fd.evaluate_all(lambda spec: None)  # without a pending list, a missing run is an error

@@ -155,3 +155,12 @@ def test_teacher_recipe_keys_survive_new_train_settings():
     # a setting that differs from its default does change the key
     changed = dataclasses.replace(teacher.RECIPE, train=dataclasses.replace(teacher.RECIPE.train, epochs=25))
     assert changed.key() != teacher.RECIPE.key()
+
+
+def test_the_package_re_exports_what_the_chapters_use():
+    from kdbook.data import load_cifar10
+    from kdbook.train import TrainConfig, fit
+
+    assert kdbook.load_cifar10 is load_cifar10 and kdbook.fit is fit and kdbook.TrainConfig is TrainConfig
+    assert kdbook.StudentCNN is StudentCNN and kdbook.TeacherNet is TeacherNet
+    assert callable(kdbook.analyze_dark_knowledge) and callable(kdbook.distillation_loss)
