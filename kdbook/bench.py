@@ -14,6 +14,10 @@ same student, data and batch size, in one process:
 It prints images/second for each, the ratios 2/1, 3/2, 4/1 and the loaders-alone
 ratio, with torch version, device and threads; ``--json`` writes the same.
 
+``python -m kdbook.bench --precision`` times a student training step and a teacher
+forward pass in float32 and in bfloat16 (:func:`time_precision`): on a CPU without native
+bfloat16 the second is several times slower, which is why mixed precision is float32 there.
+
 ``python -m kdbook.bench --methods`` instead times one training step of each
 distillation method of chapter "Beyond Hinton" (KD, DKD, LS-KD, CTKD) fed by cached
 teacher outputs, and the loss alone, as ratios to Hinton's KD (:func:`time_methods`).
@@ -22,6 +26,7 @@ teacher outputs, and the loss alone, as ratios to Hinton's KD (:func:`time_metho
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import platform
 import time
@@ -33,7 +38,7 @@ import torch.nn.functional as F
 from kdbook import settings
 from kdbook.data import MEAN, STD, TensorLoader, load_cifar10
 from kdbook.losses import distillation_loss
-from kdbook.models import StudentCNN, TeacherNet
+from kdbook.models import StudentCNN, TeacherNet, freeze
 from kdbook.soft_labels import compute_teacher_logits
 from kdbook.train import CachedTeacher, OnlineTeacher, TrainConfig, autocast, batch_losses, make_learned_temperature
 
@@ -339,6 +344,68 @@ def _time_loss_alone(config, device, steps: int) -> float:
     return time.perf_counter() - start
 
 
+def time_precision(device: torch.device, steps: int = 3, rounds: int = 3, teacher_batch: int = 64) -> dict:
+    """Seconds per student training step (batch 256) and per teacher forward pass (batch
+    ``teacher_batch``) in float32 and in the low precision torch autocasts to here (bfloat16
+    on a CPU, whether or not it computes it natively; the device's dtype on a GPU), the two
+    taking turns ``rounds`` times (median round): the measurement behind
+    :func:`kdbook.settings.autocast_dtype`'s choice of float32 on CPUs without bfloat16."""
+    low = torch.bfloat16 if device.type == "cpu" else settings.autocast_dtype(device)
+    g = torch.Generator().manual_seed(0)
+    images = torch.randn(BENCH["batch_size"], 3, 32, 32, generator=g).to(device)
+    labels = torch.randint(0, 10, (BENCH["batch_size"],), generator=g).to(device)
+    student, teacher = make_student(device, False), freeze(TeacherNet().to(device))
+    optimizer = torch.optim.SGD(student.parameters(), lr=0.01)
+
+    def precision(dtype):
+        return contextlib.nullcontext() if dtype == torch.float32 else torch.autocast(device.type, dtype=dtype)
+
+    def student_step(dtype):
+        with precision(dtype):
+            logits = student(images)
+        optimizer.zero_grad(set_to_none=True)
+        F.cross_entropy(logits.float(), labels).backward()
+        optimizer.step()
+
+    def teacher_forward(dtype):
+        with torch.no_grad(), precision(dtype):
+            teacher(images[:teacher_batch])
+
+    seconds = {task: {str(d).removeprefix("torch."): [] for d in (torch.float32, low)}
+               for task in ("student_step", "teacher_forward")}
+    for _ in range(rounds):
+        for task, fn in (("student_step", student_step), ("teacher_forward", teacher_forward)):
+            for dtype in (torch.float32, low):
+                fn(dtype)  # warm-up
+                synchronize(device)
+                start = time.perf_counter()
+                for _ in range(steps):
+                    fn(dtype)
+                synchronize(device)
+                seconds[task][str(dtype).removeprefix("torch.")].append((time.perf_counter() - start) / steps)
+    median = {task: {d: sorted(v)[len(v) // 2] for d, v in by_dtype.items()} for task, by_dtype in seconds.items()}
+    low_name = str(low).removeprefix("torch.")
+    return {
+        "torch": torch.__version__, "device": settings.describe_device(device), "threads": torch.get_num_threads(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "cpu_computes_bfloat16": settings.cpu_computes_bfloat16(), "low_precision": low_name,
+        "steps": steps, "rounds": rounds, "teacher_batch": teacher_batch, "seconds": median,
+        "low_over_float32": {task: v[low_name] / v["float32"] for task, v in median.items()},
+    }
+
+
+def report_precision(result: dict) -> str:
+    low = result["low_precision"]
+    lines = [f"torch {result['torch']} | device {result['device']} | threads {result['threads']} | "
+             f"CPU capability {result['cpu_capability']} | native bfloat16 {result['cpu_computes_bfloat16']}",
+             "", f"{'':<36}{'float32 (s)':>12}{low + ' (s)':>16}{'ratio':>8}"]
+    for task, label in (("student_step", "student training step, batch 256"),
+                        ("teacher_forward", f"teacher forward, batch {result['teacher_batch']}")):
+        s = result["seconds"][task]
+        lines.append(f"{label:<36}{s['float32']:>12.3f}{s[low]:>16.3f}{result['low_over_float32'][task]:>8.2f}")
+    return "\n".join(lines)
+
+
 def report_methods(result: dict) -> str:
     lines = [f"torch {result['torch']} | device {result['device']} | threads {result['threads']} | "
              f"amp {result['amp']} | batch {result['batch_size']} | "
@@ -359,17 +426,21 @@ def main(argv=None) -> dict:
     parser.add_argument("--no-channels-last", action="store_true")
     parser.add_argument("--methods", action="store_true",
                         help="time a training step of KD, DKD, LS-KD and CTKD instead (chapter Beyond Hinton)")
+    parser.add_argument("--precision", action="store_true",
+                        help="time float32 against bfloat16 (or the GPU's autocast dtype) instead")
     args = parser.parse_args(argv)
     device = torch.device(args.device) if args.device else settings.device()
     if device.type == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda but CUDA is not available here")
     start = time.perf_counter()
-    if args.methods:
+    if args.precision:
+        result = time_precision(device, steps=min(args.steps, 3))
+    elif args.methods:
         result = time_methods(device, args.steps, amp=not args.no_amp, channels_last=not args.no_channels_last)
     else:
         result = run(device, args.steps, amp=not args.no_amp, channels_last=not args.no_channels_last)
     result["wall_s"] = time.perf_counter() - start
-    print(report_methods(result) if args.methods else report(result))
+    print(report_precision(result) if args.precision else report_methods(result) if args.methods else report(result))
     print(f"benchmark wall time {result['wall_s']:.1f} s")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

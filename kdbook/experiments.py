@@ -211,7 +211,7 @@ def split_validation(labels: Tensor, train_idx: Tensor, per_class: int, seed: in
 
 def resolve_teacher(spec: RunSpec, cifar: CIFAR10, device, *, train: bool = True) -> tuple[nn.Module | None, str]:
     """The teacher model and a description of it (``train=False``: never trains a
-    missing teacher, raises ``LookupError`` instead)."""
+    missing teacher, raises ``LookupError`` or ``FileNotFoundError`` instead)."""
     if spec.teacher_run is not None:
         result = (run(spec.teacher_run, cifar=cifar, device=device, progress=False) if train
                   else stored(spec.teacher_run, cifar=cifar, device=device))
@@ -222,10 +222,10 @@ def resolve_teacher(spec: RunSpec, cifar: CIFAR10, device, *, train: bool = True
     if spec.teacher == "none":
         return None, "none"
     model, info = {
-        "book": lambda: available_teacher(cifar, device),
+        "book": lambda: available_teacher(cifar, device, train_if_missing=train),
         "book-ls": lambda: ls_teacher(cifar, device, train_if_missing=train),
-        "standin": lambda: standin_teacher(cifar, device),
-        "standin-ls": lambda: standin_teacher(cifar, device, label_smoothing=0.1),
+        "standin": lambda: standin_teacher(cifar, device, train_if_missing=train),
+        "standin-ls": lambda: standin_teacher(cifar, device, label_smoothing=0.1, train_if_missing=train),
     }[spec.teacher]()
     return model, info["description"]
 

@@ -85,11 +85,14 @@ def autocast_dtype(dev: torch.device | str | None = None) -> torch.dtype:
 
 
 def describe_device(dev: torch.device | str | None = None) -> str:
-    """A short human description, e.g. ``cpu (2 threads, x86_64)`` or ``cuda (NVIDIA H200)``."""
+    """A short human description, e.g. ``cpu (2 threads, x86_64, AVX2)`` or ``cuda (NVIDIA H200)``.
+
+    For a CPU, the instruction set torch's kernels use (``AVX2``, ``AVX512``...): the same
+    run took several times as long on an AVX2-only CPU as on one with AVX-512 and AMX."""
     dev = torch.device(dev) if dev is not None else device()
     if dev.type == "cuda":
         return f"cuda ({torch.cuda.get_device_name(dev)})"
-    return f"cpu ({torch.get_num_threads()} threads, {platform.machine()})"
+    return f"cpu ({torch.get_num_threads()} threads, {platform.machine()}, {torch.backends.cpu.get_cpu_capability()})"
 
 
 def results_data() -> str | None:

@@ -158,9 +158,10 @@ def describe_teacher(provenance: dict) -> str:
 STANDIN = dict(width=32, depth=2, per_class=200, epochs=12, lr=0.05, batch_size=128, seed=0)
 
 
-def standin_teacher(cifar: CIFAR10 | None = None, device=None,
-                    label_smoothing: float = 0.0) -> tuple[nn.Module, dict]:
-    """A small CNN trained on a 200-per-class subset (about a minute on a CPU), cached."""
+def standin_teacher(cifar: CIFAR10 | None = None, device=None, label_smoothing: float = 0.0, *,
+                    train_if_missing: bool = True) -> tuple[nn.Module, dict]:
+    """A small CNN trained on a 200-per-class subset (about a minute on a CPU), cached
+    (``train_if_missing=False``: ``FileNotFoundError`` instead of training it)."""
     device = torch.device(device) if device is not None else settings.device()
     cifar = cifar or load_cifar10()
     settings_ = {**STANDIN, "data": cifar.source, "label_smoothing": label_smoothing}
@@ -172,6 +173,8 @@ def standin_teacher(cifar: CIFAR10 | None = None, device=None,
         saved = torch.load(path, map_location=device, weights_only=False)
         model.load_state_dict(saved["model"])
         info = saved["info"]
+    elif not train_if_missing:
+        raise FileNotFoundError(f"no stand-in teacher at {path}")
     else:
         train_idx = stratified_subset(cifar.train_labels, per_class=STANDIN["per_class"], seed=0)
         test_idx = stratified_subset(cifar.test_labels, per_class=100, seed=0)
@@ -191,14 +194,15 @@ def standin_teacher(cifar: CIFAR10 | None = None, device=None,
     return freeze(model), info
 
 
-def available_teacher(cifar: CIFAR10 | None = None, device=None) -> tuple[nn.Module, dict]:
+def available_teacher(cifar: CIFAR10 | None = None, device=None, *,
+                      train_if_missing: bool = True) -> tuple[nn.Module, dict]:
     """The shipped teacher if its weights are present, else the cached stand-in.
 
     ``info["description"]`` says which, for the chapter to print next to its figures."""
     try:
         model, provenance = load_teacher(device)
     except FileNotFoundError:
-        return standin_teacher(cifar, device)
+        return standin_teacher(cifar, device, train_if_missing=train_if_missing)
     return model, {"description": "the book's teacher, " + describe_teacher(provenance),
                    "standin": False, **provenance}
 

@@ -11,6 +11,7 @@ import torch
 
 from kdbook import experiments as ex
 from kdbook import settings
+from kdbook import teacher as teacher_module
 from kdbook.data import TensorLoader
 from kdbook.train import UNLABELLED, CachedTeacher, TrainConfig, batch_losses
 
@@ -283,3 +284,15 @@ def test_a_subset_takes_its_rows_from_a_stored_table_of_the_whole_training_set(c
     monkeypatch.setattr(ex, "stored_teacher_outputs", lambda *a, **k: CachedTeacher(whole))
     table = ex.distillation_teacher(spec, data, cifar, teacher=None, device="cpu")
     assert torch.equal(table.logits, whole[data.train_positions])
+
+
+@pytest.mark.parametrize("teacher", ["standin", "standin-ls"])
+def test_looking_up_a_run_never_trains_a_missing_stand_in(cifar, results_home, monkeypatch, tmp_path, teacher):
+    monkeypatch.setenv("KDBOOK_HOME", str(tmp_path / "home"))  # no stand-in teacher there
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a teacher was trained by a lookup")
+
+    monkeypatch.setattr(teacher_module, "fit", no_training)
+    spec = tiny(teacher=teacher, train=TrainConfig(method="kd", epochs=1))
+    assert ex.stored(spec, cifar=cifar) is None
