@@ -192,7 +192,7 @@ def test_batch_losses_with_unlabelled_samples():
     assert torch.allclose(parts["loss"], 0.3 * hard + 0.7 * soft)
     nothing = batch_losses(logits, torch.full((6,), UNLABELLED), config, teacher)
     assert nothing["hard"] == 0 and torch.allclose(nothing["loss"], 0.7 * soft)
-    with pytest.raises(Exception):  # cross-entropy runs refuse unlabelled samples
+    with pytest.raises(IndexError):  # cross-entropy runs refuse unlabelled samples
         batch_losses(logits, labels, TrainConfig(method="ce"), None)
 
 
@@ -296,3 +296,38 @@ def test_looking_up_a_run_never_trains_a_missing_stand_in(cifar, results_home, m
     monkeypatch.setattr(teacher_module, "fit", no_training)
     spec = tiny(teacher=teacher, train=TrainConfig(method="kd", epochs=1))
     assert ex.stored(spec, cifar=cifar) is None
+
+
+def test_unlabelled_samples_train_through_fit(cifar):
+    """KD on a training set whose second half has no labels: fit runs, the hard term uses
+    the labelled half only and the training accuracy counts labelled samples only."""
+    from kdbook.data import stratified_subset
+    from kdbook.models import StudentCNN
+    from kdbook.train import fit, seed_everything
+
+    idx = stratified_subset(cifar.train_labels, per_class=6, seed=0)
+    labels = cifar.train_labels.clone()
+    labels[idx[len(idx) // 2:]] = UNLABELLED
+    loader = TensorLoader(cifar.train_images, labels, 16, indices=idx, shuffle=True, augment=True, seed=0)
+    table = CachedTeacher(torch.randn(len(cifar.train_labels), 2, 10, generator=torch.Generator().manual_seed(0)))
+    seed_everything(0)
+    history = fit(StudentCNN(4, 1), loader, TrainConfig(method="kd", epochs=2, lr=0.05), teacher=table,
+                  progress=False)
+    for epoch in history.epochs:
+        assert all(torch.isfinite(torch.tensor(epoch[k])) for k in ("loss", "hard", "soft"))
+        assert 0 <= epoch["train_acc"] <= 1
+
+
+def test_the_command_line_lists_a_plan_without_training(monkeypatch, capsys, results_home):
+    monkeypatch.setenv("KDBOOK_PROFILE", "quick")  # restored after the test (main sets it too)
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("--list trained a run")
+
+    monkeypatch.setattr(ex, "run", no_training)
+    ex.main(["unseen-class", "--profile", "quick", "--list"])
+    out = capsys.readouterr().out
+    assert "unseen-class: 4 runs, profile quick" in out
+    assert "no cats, KD T=4 alpha=0.5, seed 1" in out
+    with pytest.raises(SystemExit):
+        ex.main(["no-such-chapter"])
