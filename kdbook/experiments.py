@@ -42,7 +42,7 @@ from kdbook.unseen_class import omitted_class_metrics
 TEACHERS = ("none", "book", "book-ls", "standin", "standin-ls")
 TARGETS = ("labels", "teacher-argmax")
 TEACHER_VIEWS = ("cached", "online")
-NUM_CLASSES = 10
+NUM_CLASSES = len(CLASSES)
 UNLABELLED_METHODS = ("kd", "lskd", "ctkd")  # soft terms that need no label (DKD's does)
 
 
