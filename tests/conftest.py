@@ -14,12 +14,17 @@ Environment:
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 import torch
 
 from kdbook.data import CIFAR10, TensorLoader, load_cifar10, stratified_subset
+
+# The authoring tools (colab.py, student.py, grade.py) live in tools/, outside the package.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
 
 
 TRAIN_PER_CLASS = 20

@@ -1,4 +1,4 @@
-"""The Colab setup cell of every notebook agrees with ``_config.yml`` (``kdbook.colab``).
+"""The Colab setup cell of every notebook agrees with ``_config.yml`` (``tools/colab.py``).
 
 The tests that rewrite notebooks work on copies in a temporary folder, never on book/.
 """
@@ -19,7 +19,7 @@ import nbformat
 import pytest
 import yaml
 
-from kdbook import colab
+import colab  # tools/colab.py (tests/conftest.py puts tools/ on sys.path)
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = colab.notebooks(ROOT / "book")
@@ -31,7 +31,7 @@ def _ids(paths):
 
 
 def run_colab(*args: str) -> subprocess.CompletedProcess:
-    """``python -m kdbook.colab ARGS``, run in this process (a new one would import torch)."""
+    """``python tools/colab.py ARGS``, run in this process (a new one would import torch)."""
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
         code = colab.main(list(args))
@@ -51,8 +51,8 @@ def test_one_setup_cell_first_naming_the_configured_repository(path):
     source = nb.cells[cells[0]].source
     assert f'REPOSITORY = "{REPOSITORY.url}"' in source
     assert f'BRANCH = "{REPOSITORY.branch}"' in source
-    assert source == colab.setup_source(REPOSITORY), "run `python -m kdbook.colab`"
-    assert colab.HIDE_TAG in nb.cells[cells[0]].metadata.get("tags", []), "run `python -m kdbook.colab`"
+    assert source == colab.setup_source(REPOSITORY), "run `python tools/colab.py`"
+    assert colab.HIDE_TAG in nb.cells[cells[0]].metadata.get("tags", []), "run `python tools/colab.py`"
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=_ids(NOTEBOOKS))
@@ -71,7 +71,7 @@ def test_the_first_chapter_trains_networks():
 
 
 def test_check_mode_passes_on_the_book():
-    result = subprocess.run([sys.executable, "-m", "kdbook.colab", "--check"], cwd=ROOT,
+    result = subprocess.run([sys.executable, "tools/colab.py", "--check"], cwd=ROOT,
                             capture_output=True, text=True, timeout=120, check=False)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "agree" in result.stdout

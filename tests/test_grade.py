@@ -19,7 +19,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from kdbook import student
+import student  # tools/student.py (tests/conftest.py puts tools/ on sys.path)
 
 ROOT = Path(__file__).resolve().parent.parent
 spec = importlib.util.spec_from_file_location("grade", ROOT / "tools" / "grade.py")

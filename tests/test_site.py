@@ -37,7 +37,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from kdbook.colab import read_repository
+from colab import read_repository  # tools/colab.py (tests/conftest.py puts tools/ on sys.path)
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "test-artifacts"

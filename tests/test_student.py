@@ -1,8 +1,8 @@
-"""Student copies and answer keys (``kdbook.student``), and how solutions are hidden.
+"""Student copies and answer keys (``tools/student.py``), and how solutions are hidden.
 
 The run tests execute a chapter's student copy and answer key with nbclient. To keep
 them short they leave out the sections that train networks (the ones
-``kdbook.colab.trains_networks`` recognises), which the exercises do not use; the
+``colab.trains_networks`` of ``tools/colab.py`` recognises), which the exercises do not use; the
 nbval run of the chapter itself executes everything.
 """
 
@@ -21,7 +21,8 @@ import pytest
 from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError
 
-from kdbook import colab, student
+import colab  # tools/ (tests/conftest.py puts it on sys.path)
+import student
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = colab.notebooks(ROOT / "book")

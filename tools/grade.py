@@ -17,7 +17,7 @@ to it. Nothing is written to SUBMISSIONS_DIR.
 Each notebook runs from the top in a fresh kernel, one cell at a time, past cells that
 fail, until its time (``--timeout`` seconds for the whole notebook) runs out. Its
 exercises are its ``check`` cells (the cells a student copy keeps, see
-``kdbook.student``), each named by the exercise label the student copy carries (the
+``tools/student.py``), each named by the exercise label the student copy carries (the
 stub's ``# Exercise LABEL:`` line, the cell's ``kdbook.exercise`` metadata, or the
 ``:label:`` of the last ``{exercise}`` box above it). The CSV has one row per
 (submission, exercise), with columns ``submission, exercise, status, message``:
@@ -53,7 +53,7 @@ import nbformat
 from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
 
-from kdbook.student import CHECK_TAG, SOLUTION_TAG, exercise_labels
+from student import CHECK_TAG, SOLUTION_TAG, exercise_labels
 
 STATUSES = ("passed", "failed", "unsolved", "error", "timeout")
 COLUMNS = ("submission", "exercise", "status", "message")
@@ -61,7 +61,7 @@ COLUMNS = ("submission", "exercise", "status", "message")
 EXERCISE_TAGS = ("exercise", SOLUTION_TAG)
 # Exception names that the checkers of kdbook.exercises raise.
 FAILURE, UNSOLVED = "ExerciseFailure", "Unsolved"
-_STUB_HEADER = re.compile(r"^# Exercise (\S+): ")  # first line of a stub (kdbook.student.stub_source)
+_STUB_HEADER = re.compile(r"^# Exercise (\S+): ")  # first line of a stub (student.stub_source)
 
 
 @dataclass

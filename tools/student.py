@@ -2,9 +2,9 @@
 
 ::
 
-    python -m kdbook.student OUT_DIR                 # student copies of every chapter
-    python -m kdbook.student OUT_DIR --answer-key    # answer keys instead
-    python -m kdbook.student OUT_DIR book/formulation.ipynb   # only the notebooks named
+    python tools/student.py OUT_DIR                 # student copies of every chapter
+    python tools/student.py OUT_DIR --answer-key    # answer keys instead
+    python tools/student.py OUT_DIR book/formulation.ipynb   # only the notebooks named
 
 A **student copy** is the chapter with
 
@@ -186,7 +186,7 @@ def student_version(nb, default_label: str = "exercise"):
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m kdbook.student",
+        prog="python tools/student.py",
         description="Write student copies (solutions replaced by placeholders, checks kept, "
                     "outputs cleared) or answer keys (outputs cleared) of the chapters.",
     )

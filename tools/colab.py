@@ -9,9 +9,9 @@ website that cell is folded (tag :data:`HIDE_TAG`). This module writes that cell
 one template (:data:`TEMPLATE`) and sets the notebook metadata that asks Colab for a
 GPU in the chapters that train networks::
 
-    python -m kdbook.colab            # rewrite the setup cells and metadata in place
-    python -m kdbook.colab --check    # exit 1, listing the notebooks that disagree
-    python -m kdbook.colab book/formulation.ipynb   # only the notebooks named
+    python tools/colab.py            # rewrite the setup cells and metadata in place
+    python tools/colab.py --check    # exit 1, listing the notebooks that disagree
+    python tools/colab.py book/formulation.ipynb   # only the notebooks named
 
 Publishing under another URL is: edit ``repository.url`` in ``_config.yml``, run the
 first command, commit.
@@ -48,7 +48,7 @@ ROOT = Path(__file__).resolve().parent.parent
 # keep checkpoints on Google Drive. On the website the cell is folded (HIDE_TAG), so a
 # page opens with its text.
 TEMPLATE = '''\
-# kdbook-setup: written from _config.yml by `python -m kdbook.colab`
+# kdbook-setup: written from _config.yml by `python tools/colab.py`
 import os
 import subprocess
 import sys
@@ -244,7 +244,7 @@ def _shown(path: Path) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m kdbook.colab",
+        prog="python tools/colab.py",
         description="Rewrite (or --check) every notebook's Colab setup cell from _config.yml.",
     )
     parser.add_argument("--check", action="store_true", help="change nothing; exit 1 if a notebook disagrees")
@@ -274,7 +274,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.check:
         if disagree:
             print(f"{len(disagree)} of {len(paths)} notebooks disagree with {args.config}; "
-                  "run `python -m kdbook.colab` to rewrite them")
+                  "run `python tools/colab.py` to rewrite them")
             return 1
         print(f"all {len(paths)} notebooks agree with repository {repository.url} ({repository.branch})")
     return 0
