@@ -15,7 +15,6 @@ Modules, in the order data flows through them:
 - :mod:`kdbook.data`       CIFAR-10 (torchvision or an offline ImageFolder copy), tensor loader
 - :mod:`kdbook.models`     teacher and student CNNs
 - :mod:`kdbook.train`      one training loop for CE, label smoothing and KD; checkpoints
-- :mod:`kdbook.trainer`    the source text's ``DistillationTrainer``, done right
 - :mod:`kdbook.analysis`   ``analyze_dark_knowledge``: entropies and top-k of soft targets
 - :mod:`kdbook.fidelity`   how closely a student matches its teacher (agreement, KL, copied errors)
 - :mod:`kdbook.unseen_class`  the bias of a class left out of the transfer set (Hinton et al., section 3)
