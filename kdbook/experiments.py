@@ -327,7 +327,8 @@ def _train(spec, key, cifar, device, teacher, teacher_description, progress) -> 
         "key": key,
         "name": spec.name,
         "spec": spec.config_dict(),
-        "metrics": evaluation_metrics(student, test_loader, cifar, device, data.evaluation),
+        "metrics": evaluation_metrics(student, test_loader, book_teacher_predictions(data.test_images, cifar, device),
+                                      data.evaluation),
         **({} if spec.omit_class is None else
            {"omitted_class": omitted_class_metrics(student, data, spec.omit_class, device)}),
         "history": history_with_evaluation_name(history.epochs, data.evaluation),
@@ -375,13 +376,20 @@ def fingerprint_name(teacher: nn.Module) -> str:
     return type(teacher).__name__
 
 
-def test_metrics(student: nn.Module, test_loader: TensorLoader, cifar: CIFAR10, device) -> dict:
-    """Accuracy, per-class accuracy, loss, and top-1 agreement with the book's teacher."""
+def book_teacher_predictions(images: Tensor, cifar: CIFAR10, device) -> Tensor:
+    """The book teacher's top-1 prediction on each of ``images`` (uncropped), from its table
+    of outputs: every run evaluated on the same images compares with the same predictions,
+    so they are computed once and kept on disk rather than once per run."""
+    teacher, _ = available_teacher(cifar, device)
+    return cached_teacher(teacher, images, name=fingerprint_name(teacher), device=device).logits[:, 0].argmax(1).cpu()
+
+
+def test_metrics(student: nn.Module, test_loader: TensorLoader, teacher_pred: Tensor) -> dict:
+    """Accuracy, per-class accuracy, loss, and top-1 agreement with the book's teacher, whose
+    predictions on the loader's images, in order, are ``teacher_pred``."""
     logits = predict_logits(student, test_loader)
     labels = test_loader.labels.cpu()
     pred = logits.argmax(1)
-    book_teacher, _ = available_teacher(cifar, device)
-    teacher_pred = predict_logits(book_teacher, test_loader).argmax(1)
     per_class = [float((pred[labels == c] == c).float().mean()) for c in range(10)]
     return {
         "test_acc": float((pred == labels).float().mean()),
@@ -392,11 +400,11 @@ def test_metrics(student: nn.Module, test_loader: TensorLoader, cifar: CIFAR10, 
     }
 
 
-def evaluation_metrics(student, loader: TensorLoader, cifar: CIFAR10, device, evaluation: str = "test") -> dict:
+def evaluation_metrics(student, loader: TensorLoader, teacher_pred: Tensor, evaluation: str = "test") -> dict:
     """:func:`test_metrics`, with each key renamed for a validation set ("val_acc",
     "val_loss", "per_class_val_acc", "agreement_with_book_teacher_val", "val_images")
     so that no validation number is ever read as a test number."""
-    metrics = test_metrics(student, loader, cifar, device)
+    metrics = test_metrics(student, loader, teacher_pred)
     if evaluation == "test":
         return metrics
     if evaluation != "validation":

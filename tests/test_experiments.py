@@ -113,6 +113,20 @@ def test_run_trains_once_then_reads_the_cache(cifar, results_home, monkeypatch):
     assert resolved == [False]
 
 
+def test_the_book_teachers_predictions_come_from_the_teacher_itself(cifar):
+    # Runs compare with the teacher's predictions from its table of outputs (computed once
+    # per set of images), which must be the teacher's own predictions, in order.
+    data = ex.run_data(tiny(), cifar)
+    loader = TensorLoader(data.test_images, data.test_labels, 1000, device="cpu")
+    teacher, _ = teacher_module.available_teacher(cifar, "cpu")
+    predictions = ex.book_teacher_predictions(data.test_images, cifar, "cpu")
+    assert torch.equal(predictions, ex.predict_logits(teacher, loader).argmax(1))
+    student = ex.make_student(tiny())
+    metrics = ex.test_metrics(student, loader, predictions)
+    agree = (ex.predict_logits(student, loader).argmax(1) == predictions).float().mean().item()
+    assert metrics["agreement_with_book_teacher"] == agree
+
+
 def test_omit_class_leaves_the_class_out_of_training_only(cifar):
     spec = tiny(omit_class=3)
     data = ex.run_data(spec, cifar)
