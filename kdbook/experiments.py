@@ -624,6 +624,38 @@ def plan_variants(profile: str | None = None) -> dict[str, list[RunSpec]]:
             "born_again": generations, "ls_teacher": teachers, "ls_teacher_by_t": teachers_by_t}
 
 
+# Born-again networks as Furlanello et al. (2018) ran them: a student that fits its training
+# set well, several generations, each with its own initialisation and data order, both of
+# the paper's losses, several chains. (``plan_variants``'s chain is the first edition's
+# exploratory one: the 24k student, one seed shared by every generation, BAN only.)
+BAN_STUDENT = (32, 2)  # about 290k parameters, against the 24k default student
+BAN_ALPHAS = {"ban": 0.0, "ban_labels": 0.5}  # BAN: the teacher only; BAN+L: the labels too
+
+
+def generation_seed(chain: int, generation: int) -> int:
+    """The seed of ``generation`` in the chain started with seed ``chain``: a fresh seed
+    (initialisation and data order) per generation; BAN and BAN+L share it, so they pair."""
+    return chain + 1000 * generation
+
+
+def plan_born_again(profile: str | None = None) -> dict[str, list[RunSpec]]:
+    """Generation 0 of every chain trained alone; generation g distils at T = 1 from generation
+    g - 1 of its own chain and variant, with alpha 0 (BAN) or 0.5 (BAN+L)."""
+    sc = scale(profile)
+    plan = {"generation_0": [], **{variant: [] for variant in BAN_ALPHAS}}
+    for chain in sc.seeds:
+        first = spec(f"BAN student generation 0, chain {chain}", sc, chain, student=BAN_STUDENT)
+        plan["generation_0"].append(first)
+        for variant, alpha in BAN_ALPHAS.items():
+            teacher = first
+            for g in range(1, BAN_GENERATIONS + 1):
+                label = "BAN" if alpha == 0 else "BAN+L"
+                teacher = spec(f"{label} generation {g}, chain {chain}", sc, generation_seed(chain, g),
+                               student=BAN_STUDENT, teacher_run=teacher, train=kd(T=1.0, alpha=alpha))
+                plan[variant].append(teacher)
+    return plan
+
+
 # -----------------------------------------------------------------------------
 # Chapter "Beyond Hinton": DKD, logit-standardized KD and CTKD against Hinton's KD,
 # same student, recipe, data and teacher. DKD's beta is chosen on held-out training
@@ -709,6 +741,7 @@ PLANS = {
     "hyperparameters": plan_hyperparameters,
     "little-labels": plan_little_labels,
     "variants": plan_variants,
+    "born-again": plan_born_again,
     "beyond-hinton": plan_beyond_hinton_stored,
 }
 

@@ -345,3 +345,17 @@ def test_the_command_line_lists_a_plan_without_training(monkeypatch, capsys, res
     assert "no cats, KD T=4 alpha=0.5, seed 1" in out
     with pytest.raises(SystemExit):
         ex.main(["no-such-chapter"])
+
+
+def test_born_again_chains_have_a_fresh_seed_per_generation_and_pair_the_two_losses():
+    plan = ex.plan_born_again("full")
+    assert len(plan["generation_0"]) == 3 and len(plan["ban"]) == len(plan["ban_labels"]) == 3 * ex.BAN_GENERATIONS
+    for variant, alpha in ex.BAN_ALPHAS.items():
+        for run in plan[variant]:
+            assert (run.student_width, run.student_depth) == ex.BAN_STUDENT
+            assert run.train.method == "kd" and run.train.temperature == 1.0 and run.train.alpha == alpha
+            parent = run.teacher_run
+            assert parent in plan["generation_0"] or parent in plan[variant]  # its own chain and loss
+            assert run.train.seed != parent.train.seed  # fresh initialisation and data order
+    ban_seeds = [r.train.seed for r in plan["ban"]]
+    assert ban_seeds == [r.train.seed for r in plan["ban_labels"]] and len(set(ban_seeds)) == len(ban_seeds)
