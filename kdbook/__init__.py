@@ -18,7 +18,8 @@ Modules, in the order data flows through them:
 - :mod:`kdbook.analysis`   ``analyze_dark_knowledge``: entropies and top-k of soft targets
 - :mod:`kdbook.fidelity`   how closely a student matches its teacher (agreement, KL, copied errors)
 - :mod:`kdbook.unseen_class`  the bias of a class left out of the transfer set (Hinton et al., section 3)
-- :mod:`kdbook.experiments`  named, seeded runs and the chapters' sweeps, cached by configuration
+- :mod:`kdbook.runs`       named, seeded runs, cached by configuration (the experiment engine)
+- :mod:`kdbook.experiments`  the chapters' sweeps; ``python -m kdbook.experiments CHAPTER``
 - :mod:`kdbook.findings`   every empirical verdict, with its t interval, from the stored results
 - :mod:`kdbook.timings`    CPU (measured) and GPU (estimated or measured) time per chapter
 

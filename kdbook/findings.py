@@ -427,7 +427,7 @@ def _run_or_train(spec) -> dict:
 def evaluate(id: str, get: Callable | None = None) -> Finding | list[Finding]:
     """Finding ``id`` from the active profile's runs (a list for a registry entry that
     yields several, e.g. ``little-labels-2%``); ``get(spec) -> result`` (default:
-    :func:`kdbook.experiments.run`, which trains a missing run)."""
+    :func:`kdbook.runs.run`, which trains a missing run)."""
     if id not in REGISTRY:
         raise ValueError(f"id must be one of {sorted(REGISTRY)}, got {id!r}")
     return REGISTRY[id](get or _run_or_train)

@@ -33,9 +33,10 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from kdbook import settings
-from kdbook.experiments import PLANS, RunSpec, flatten
+from kdbook.experiments import PLANS, flatten
 from kdbook.models import StudentCNN, TeacherNet
 from kdbook.report import markdown_table
+from kdbook.runs import RunSpec
 from kdbook.teacher import PROVENANCE_FILE, RECIPE, TeacherRecipe, ls_recipe
 
 IMAGES_PER_CLASS, CLASSES = 5000, 10  # CIFAR-10's training set

@@ -141,7 +141,7 @@ class TrainConfig:
 
 # TrainConfig settings added after the book's teachers and runs were stored, with their
 # defaults: a configuration that leaves them at the default keeps the key it had before
-# they existed (run keys in kdbook.experiments, teacher keys in kdbook.teacher). A new
+# they existed (run keys in kdbook.runs, teacher keys in kdbook.teacher). A new
 # TrainConfig setting goes here; tests/test_experiments.py checks every stored key.
 ADDED_SETTINGS: dict = {
     # chapter "Beyond Hinton" (DKD, logit-standardized KD, CTKD)

@@ -65,7 +65,7 @@ def omitted_class_report(pool_logits: Tensor, test_logits: Tensor, test_labels: 
 
 def omitted_class_metrics(student: nn.Module, data, cls: int, device, share: float | None = None) -> dict:
     """:func:`omitted_class_report` for a trained run: the pool is ``data.bias_images`` (a
-    :class:`kdbook.experiments.RunData` of a run with ``omit_class``), the test set
+    :class:`kdbook.runs.RunData` of a run with ``omit_class``), the test set
     ``data.test_images``; ``share`` defaults to one class's share of balanced classes."""
     if data.bias_images is None:
         raise ValueError("data.bias_images is None: omitted_class_metrics needs the data of a run with omit_class")

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from kdbook import experiments as ex
+from kdbook import runs
 from kdbook.data import stratified_subset
 from kdbook.learned_temperature import LearnedTemperature, learned_temperature_loss
 from kdbook.losses import dkd_loss_parts, standardized_distillation_loss
@@ -97,9 +98,9 @@ def test_new_settings_are_registered_with_their_defaults():
     with its default, and a default spec's key dict has none of them."""
     defaults = TrainConfig()
     for name in BEYOND_HINTON_SETTINGS:
-        assert ex.ADDED_TRAIN_SETTINGS[name] == getattr(defaults, name), name
-    assert ex.ADDED_SPEC_SETTINGS["validation_per_class"] is None
-    d = ex.RunSpec(name="x", train=TrainConfig()).config_dict()
+        assert runs.ADDED_TRAIN_SETTINGS[name] == getattr(defaults, name), name
+    assert runs.ADDED_SPEC_SETTINGS["validation_per_class"] is None
+    d = runs.RunSpec(name="x", train=TrainConfig()).config_dict()
     assert "validation_per_class" not in d and not set(BEYOND_HINTON_SETTINGS) & set(d["train"])
 
 
@@ -152,7 +153,7 @@ def test_old_checkpoints_without_the_new_settings_still_resume(loader_factory, t
 
 def test_split_validation_is_stratified_disjoint_and_complete(cifar):
     train_idx = stratified_subset(cifar.train_labels, per_class=50, seed=0)
-    rest, held = ex.split_validation(cifar.train_labels, train_idx, 7, seed=3)
+    rest, held = runs.split_validation(cifar.train_labels, train_idx, 7, seed=3)
     assert torch.bincount(cifar.train_labels[held]).tolist() == [7] * 10
     assert torch.bincount(cifar.train_labels[rest]).tolist() == [43] * 10
     assert not set(rest.tolist()) & set(held.tolist())
@@ -160,8 +161,8 @@ def test_split_validation_is_stratified_disjoint_and_complete(cifar):
 
 
 def test_run_data_with_validation_never_uses_the_test_set(cifar):
-    spec = ex.RunSpec(name="v", train=TrainConfig(), train_per_class=30, test_per_class=4, validation_per_class=5)
-    data = ex.run_data(spec, cifar)
+    spec = runs.RunSpec(name="v", train=TrainConfig(), train_per_class=30, test_per_class=4, validation_per_class=5)
+    data = runs.run_data(spec, cifar)
     assert data.evaluation == "validation"
     assert len(data.train_labels) == 250 and len(data.test_labels) == 50
     # The evaluation images are training images, none of them among the run's training images.
@@ -180,7 +181,7 @@ def test_run_data_with_validation_never_uses_the_test_set(cifar):
 ])
 def test_run_spec_checks(fields, message):
     with pytest.raises(ValueError, match=message):
-        ex.RunSpec(name="x", **{"train": TrainConfig(), **fields})
+        runs.RunSpec(name="x", **{"train": TrainConfig(), **fields})
 
 
 # -----------------------------------------------------------------------------
@@ -190,12 +191,12 @@ def test_run_spec_checks(fields, message):
 def test_plan_keys_are_distinct_and_kd_cells_are_the_distilling_chapters():
     plan = ex.plan_beyond_hinton("full", beta=2.0)
     specs = ex.flatten(plan)
-    keys = [ex.run_key(s, "d", "t") for s in specs]
+    keys = [runs.run_key(s, "d", "t") for s in specs]
     assert len(set(keys)) == len(keys) == len(ex.DKD_BETAS) + 4 * len(ex.SCALES["full"].seeds)
-    distilling = {s.name: ex.run_key(s, "d", "t") for s in ex.plan_distilling("full")}
+    distilling = {s.name: runs.run_key(s, "d", "t") for s in ex.plan_distilling("full")}
     for s in plan["methods"]:
         if s.train.method == "kd":
-            assert ex.run_key(s, "d", "t") == distilling[s.name]
+            assert runs.run_key(s, "d", "t") == distilling[s.name]
     assert {s.train.method for s in plan["methods"]} == {"kd", "dkd", "lskd", "ctkd"}
     assert all(s.validation_per_class == 500 and s.train.seed == 0 for s in plan["beta_selection"])
     assert all(s.validation_per_class is None for s in plan["methods"])
@@ -205,7 +206,7 @@ def test_plan_keys_are_distinct_and_kd_cells_are_the_distilling_chapters():
 
 
 def _selection_result(beta, acc, key="val_acc"):
-    spec = ex.RunSpec(name=f"b{beta}", train=TrainConfig(**ex.dkd(beta)), teacher="book", validation_per_class=5)
+    spec = runs.RunSpec(name=f"b{beta}", train=TrainConfig(**ex.dkd(beta)), teacher="book", validation_per_class=5)
     return {"name": spec.name, "spec": spec.config_dict(), "metrics": {key: acc}}
 
 
@@ -220,7 +221,7 @@ def test_chosen_beta_uses_validation_accuracy_only():
         ex.chosen_beta([])
 
 
-def _tiny(spec: ex.RunSpec) -> ex.RunSpec:
+def _tiny(spec: runs.RunSpec) -> runs.RunSpec:
     """The same spec at a size a test can afford: 8 images per class, 1 epoch."""
     train = dataclasses.replace(spec.train, epochs=1)
     held = 2 if spec.validation_per_class is not None else None
@@ -233,7 +234,7 @@ def test_quick_plan_runs_every_method(cifar, results_home):
     picks = [plan["beta_selection"][0]] + [next(s for s in plan["methods"] if s.train.method == m)
                                            for m in ("kd", "dkd", "lskd", "ctkd")]
     for spec in picks:
-        result = ex.run(_tiny(spec), cifar=cifar, progress=False)
+        result = runs.run(_tiny(spec), cifar=cifar, progress=False)
         losses = [e["loss"] for e in result["history"]]
         assert losses and all(torch.isfinite(torch.tensor(losses))), spec.name
         metrics = result["metrics"]
@@ -250,7 +251,7 @@ def test_check_runs_accepts_validation_results():
     teacher = torch.nn.Linear(2, 2)
     result = {"name": "v", "history": [{"loss": 2.0}, {"loss": 1.0}],
               "metrics": {"val_acc": 0.5, "per_class_val_acc": [0.5] * 10}}
-    assert "1 runs" in ex.check_runs([result], teacher, ex.weights_fingerprint(teacher))
+    assert "1 runs" in runs.check_runs([result], teacher, runs.weights_fingerprint(teacher))
     result["metrics"]["val_acc"] = 0.05
     with pytest.raises(AssertionError, match="validation accuracy"):
-        ex.check_runs([result], teacher, ex.weights_fingerprint(teacher))
+        runs.check_runs([result], teacher, runs.weights_fingerprint(teacher))

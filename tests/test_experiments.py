@@ -1,4 +1,4 @@
-"""kdbook.experiments: run specs, data of a run, caching by configuration, born-again chains."""
+"""kdbook.runs and kdbook.experiments: run specs, data of a run, caching by configuration, the plans."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from kdbook import experiments as ex
+from kdbook import runs
 from kdbook import settings
 from kdbook import teacher as teacher_module
 from kdbook.data import TensorLoader
@@ -25,30 +26,30 @@ def results_home(tmp_path, monkeypatch):
     return tmp_path / "results"
 
 
-def tiny(name="tiny", **fields) -> ex.RunSpec:
+def tiny(name="tiny", **fields) -> runs.RunSpec:
     train = fields.pop("train", TrainConfig(epochs=1, lr=0.05, seed=0))
     base = dict(student_width=4, student_depth=1, batch_size=32, train_per_class=6, test_per_class=4)
-    return ex.RunSpec(name=name, train=train, **{**base, **fields})
+    return runs.RunSpec(name=name, train=train, **{**base, **fields})
 
 
 def test_noisy_labels_moves_the_requested_fraction_to_other_classes():
     labels = torch.arange(10).repeat(2000)
-    noisy = ex.noisy_labels(labels, 0.4, seed=3)
+    noisy = runs.noisy_labels(labels, 0.4, seed=3)
     moved = noisy != labels
     assert abs(moved.float().mean().item() - 0.4) < 0.02
-    assert torch.equal(noisy, ex.noisy_labels(labels, 0.4, seed=3))
-    assert not torch.equal(noisy, ex.noisy_labels(labels, 0.4, seed=4))
+    assert torch.equal(noisy, runs.noisy_labels(labels, 0.4, seed=3))
+    assert not torch.equal(noisy, runs.noisy_labels(labels, 0.4, seed=4))
     assert noisy.min() >= 0 and noisy.max() <= 9
 
 
 def test_run_data_subsets_labelled_fraction_and_unlabelled_rest(cifar):
     spec = tiny(train_per_class=50, labelled_fraction=0.1, teacher="book",
                 train=TrainConfig(method="kd", epochs=1))
-    data = ex.run_data(spec, cifar)
+    data = runs.run_data(spec, cifar)
     assert len(data.train_labels) == 50  # 10% of 50 per class, 10 classes
     assert torch.equal(data.train_labels, data.clean_labels)
     rest = dataclasses.replace(spec, train_on_unlabelled=True)
-    data = ex.run_data(rest, cifar)
+    data = runs.run_data(rest, cifar)
     assert len(data.train_labels) == 500
     assert int((data.train_labels == UNLABELLED).sum()) == 450
     labelled = data.train_labels != UNLABELLED
@@ -57,7 +58,7 @@ def test_run_data_subsets_labelled_fraction_and_unlabelled_rest(cifar):
 
 
 def test_run_data_label_noise_touches_training_labels_only(cifar):
-    data = ex.run_data(tiny(train_per_class=100, label_noise=0.3), cifar)
+    data = runs.run_data(tiny(train_per_class=100, label_noise=0.3), cifar)
     rate = (data.train_labels != data.clean_labels).float().mean().item()
     assert 0.24 < rate < 0.36
     assert len(data.test_labels) == 40
@@ -82,16 +83,16 @@ def test_run_spec_validation(fields, message):
 
 def test_run_key_ignores_the_name_but_not_the_rest():
     a, b = tiny("a"), tiny("b")
-    assert ex.run_key(a, "data", "t") == ex.run_key(b, "data", "t")
-    assert ex.run_key(a, "data", "t") != ex.run_key(a, "other data", "t")
-    assert ex.run_key(a, "data", "t") != ex.run_key(a, "data", "other teacher")
+    assert runs.run_key(a, "data", "t") == runs.run_key(b, "data", "t")
+    assert runs.run_key(a, "data", "t") != runs.run_key(a, "other data", "t")
+    assert runs.run_key(a, "data", "t") != runs.run_key(a, "data", "other teacher")
     changed = dataclasses.replace(a, train=dataclasses.replace(a.train, seed=1))
-    assert ex.run_key(a, "data", "t") != ex.run_key(changed, "data", "t")
+    assert runs.run_key(a, "data", "t") != runs.run_key(changed, "data", "t")
 
 
 def test_run_trains_once_then_reads_the_cache(cifar, results_home, monkeypatch):
     spec = tiny(teacher="book", train=TrainConfig(method="kd", epochs=1, lr=0.05))
-    result = ex.run(spec, cifar=cifar, progress=False)
+    result = runs.run(spec, cifar=cifar, progress=False)
     assert (results_home / f"{result['key']}.json").exists()
     assert (results_home / f"{result['key']}.pt").exists()
     assert 0 <= result["metrics"]["test_acc"] <= 1
@@ -102,13 +103,13 @@ def test_run_trains_once_then_reads_the_cache(cifar, results_home, monkeypatch):
     def no_training(*args, **kwargs):
         raise AssertionError("a cached run was trained again")
 
-    monkeypatch.setattr(ex, "fit", no_training)
+    monkeypatch.setattr(runs, "fit", no_training)
     # Reading a stored run never builds a teacher that could be trained (train=False only).
     resolved = []
-    real_resolve = ex.resolve_teacher
-    monkeypatch.setattr(ex, "resolve_teacher", lambda *a, **k: resolved.append(k.get("train", True))
+    real_resolve = runs.resolve_teacher
+    monkeypatch.setattr(runs, "resolve_teacher", lambda *a, **k: resolved.append(k.get("train", True))
                         or real_resolve(*a, **k))
-    again = ex.run(dataclasses.replace(spec, name="renamed"), cifar=cifar, progress=False)
+    again = runs.run(dataclasses.replace(spec, name="renamed"), cifar=cifar, progress=False)
     assert again["key"] == result["key"] and again["metrics"] == result["metrics"]
     assert resolved == [False]
 
@@ -116,28 +117,28 @@ def test_run_trains_once_then_reads_the_cache(cifar, results_home, monkeypatch):
 def test_the_book_teachers_predictions_come_from_the_teacher_itself(cifar):
     # Runs compare with the teacher's predictions from its table of outputs (computed once
     # per set of images), which must be the teacher's own predictions, in order.
-    data = ex.run_data(tiny(), cifar)
+    data = runs.run_data(tiny(), cifar)
     loader = TensorLoader(data.test_images, data.test_labels, 1000, device="cpu")
     teacher, _ = teacher_module.available_teacher(cifar, "cpu")
-    predictions = ex.book_teacher_predictions(data.test_images, cifar, "cpu")
-    assert torch.equal(predictions, ex.predict_logits(teacher, loader).argmax(1))
-    student = ex.make_student(tiny())
-    metrics = ex.test_metrics(student, loader, predictions)
-    agree = (ex.predict_logits(student, loader).argmax(1) == predictions).float().mean().item()
+    predictions = runs.book_teacher_predictions(data.test_images, cifar, "cpu")
+    assert torch.equal(predictions, runs.predict_logits(teacher, loader).argmax(1))
+    student = runs.make_student(tiny())
+    metrics = runs.test_metrics(student, loader, predictions)
+    agree = (runs.predict_logits(student, loader).argmax(1) == predictions).float().mean().item()
     assert metrics["agreement_with_book_teacher"] == agree
 
 
 def test_omit_class_leaves_the_class_out_of_training_only(cifar):
     spec = tiny(omit_class=3)
-    data = ex.run_data(spec, cifar)
+    data = runs.run_data(spec, cifar)
     assert not (data.train_labels == 3).any() and len(data.train_labels) == 9 * 6
     assert (data.test_labels == 3).sum() == 4  # the test set keeps every class
     assert len(data.bias_images) == 10 * 6  # the pool for the bias: all training images, labels unused
-    assert ex.run_data(tiny(), cifar).bias_images is None
+    assert runs.run_data(tiny(), cifar).bias_images is None
 
 
 def test_a_run_without_a_class_reports_it_before_and_after_the_shift(cifar, results_home):
-    result = ex.run(tiny(omit_class=3), cifar=cifar, progress=False)
+    result = runs.run(tiny(omit_class=3), cifar=cifar, progress=False)
     omitted = result["omitted_class"]
     assert omitted["class"] == 3 and omitted["share"] == pytest.approx(0.1)
     for key in ("class_test_acc_before", "class_test_acc_after", "test_acc_before", "test_acc_after"):
@@ -157,9 +158,9 @@ def test_teacher_view_picks_the_teacher_the_loop_gets(cifar, results_home, monke
         seen.append(type(teacher).__name__)
         raise Stop
 
-    monkeypatch.setattr(ex, "fit", spy)
+    monkeypatch.setattr(runs, "fit", spy)
     with pytest.raises(Stop):
-        ex.run(tiny(teacher="book", teacher_view=view, train=TrainConfig(method="kd", epochs=1)), cifar=cifar,
+        runs.run(tiny(teacher="book", teacher_view=view, train=TrainConfig(method="kd", epochs=1)), cifar=cifar,
                progress=False)
     assert seen == [teacher_type]
 
@@ -168,27 +169,27 @@ def test_teacher_view_and_omit_class_enter_the_key_only_when_set():
     kd_spec = tiny(teacher="book", train=TrainConfig(method="kd"))
     assert "teacher_view" not in kd_spec.config_dict() and "omit_class" not in kd_spec.config_dict()
     online = dataclasses.replace(kd_spec, teacher_view="online")
-    assert ex.run_key(online, "d", "t") != ex.run_key(kd_spec, "d", "t")
-    assert ex.run_key(dataclasses.replace(kd_spec, omit_class=3), "d", "t") != ex.run_key(kd_spec, "d", "t")
+    assert runs.run_key(online, "d", "t") != runs.run_key(kd_spec, "d", "t")
+    assert runs.run_key(dataclasses.replace(kd_spec, omit_class=3), "d", "t") != runs.run_key(kd_spec, "d", "t")
 
 
 def test_born_again_chain_uses_the_previous_student(cifar, results_home):
     gen0 = tiny("gen0")
     gen1 = tiny("gen1", teacher_run=gen0, train=TrainConfig(method="kd", epochs=1, temperature=1.0, alpha=0.0))
-    result = ex.run(gen1, cifar=cifar, progress=False)
+    result = runs.run(gen1, cifar=cifar, progress=False)
     assert result["provenance"]["teacher"].startswith("born-again teacher: gen0")
     assert result["spec"]["teacher_run"]["student_width"] == 4
 
 
 def test_self_training_replaces_labels_by_teacher_predictions(cifar, results_home):
     spec = tiny(teacher="book", targets="teacher-argmax")
-    teacher, _ = ex.resolve_teacher(spec, cifar, "cpu")
-    images = ex.run_data(spec, cifar).train_images
-    labels = ex.pseudo_labels(teacher, images, "cpu")
+    teacher, _ = runs.resolve_teacher(spec, cifar, "cpu")
+    images = runs.run_data(spec, cifar).train_images
+    labels = runs.pseudo_labels(teacher, images, "cpu")
     with torch.no_grad():
         expected = teacher(next(iter(TensorLoader(images, labels, len(labels)))).images).argmax(1)
     assert torch.equal(labels, expected)
-    result = ex.run(spec, cifar=cifar, progress=False)
+    result = runs.run(spec, cifar=cifar, progress=False)
     assert result["spec"]["targets"] == "teacher-argmax" and 0 <= result["label_noise_measured"] <= 1
 
 
@@ -219,8 +220,8 @@ def test_plans_share_runs_through_the_cache_key():
     (lr_x1,) = [s for s in plan["lr"] if s.train.lr == ex.STUDENT_LR]
     seed0_kd, seed0_alone = distilling[1], distilling[0]
     assert seed0_kd.train.method == "kd" and seed0_alone.train.method == "ce"
-    assert ex.run_key(cell, "d", "t") == ex.run_key(seed0_kd, "d", "t") == ex.run_key(lr_x1, "d", "t")
-    assert ex.run_key(plan["alone"][0], "d", "t") == ex.run_key(seed0_alone, "d", "t")
+    assert runs.run_key(cell, "d", "t") == runs.run_key(seed0_kd, "d", "t") == runs.run_key(lr_x1, "d", "t")
+    assert runs.run_key(plan["alone"][0], "d", "t") == runs.run_key(seed0_alone, "d", "t")
     assert len(distilling) == 2 * len(ex.SCALES["full"].seeds)
     assert all(s.train_per_class is None for s in distilling)
     quick = ex.plan_distilling("quick")
@@ -244,29 +245,29 @@ def _fake_result(name="r", losses=(2.0, 1.5), acc=0.4):
 ])
 def test_check_runs_names_the_run_and_the_failed_check(result, message):
     teacher = torch.nn.Linear(2, 2)
-    fingerprint = ex.weights_fingerprint(teacher)
+    fingerprint = runs.weights_fingerprint(teacher)
     with pytest.raises(AssertionError, match=message):
-        ex.check_runs([_fake_result("fine"), result], teacher, fingerprint)
-    assert "2 runs" in ex.check_runs([_fake_result("a"), _fake_result("b")], teacher, fingerprint)
+        runs.check_runs([_fake_result("fine"), result], teacher, fingerprint)
+    assert "2 runs" in runs.check_runs([_fake_result("a"), _fake_result("b")], teacher, fingerprint)
 
 
 def test_check_runs_catches_a_changed_teacher():
     teacher = torch.nn.Linear(2, 2)
-    fingerprint = ex.weights_fingerprint(teacher)
+    fingerprint = runs.weights_fingerprint(teacher)
     with torch.no_grad():
         teacher.weight[0, 0] += 1e-6
     with pytest.raises(AssertionError, match="teacher's weights changed"):
-        ex.check_runs([_fake_result()], teacher, fingerprint)
+        runs.check_runs([_fake_result()], teacher, fingerprint)
 
 
 def test_every_stored_result_keeps_its_key():
     """A new RunSpec or TrainConfig setting must leave the stored runs' keys alone:
     each stored spec, read back into a RunSpec, gives exactly the dict it was keyed by."""
     stored = [json.loads(p.read_text()) for p in sorted(REPO_RESULTS.glob("*.json"))]
-    runs = [r for r in stored if isinstance(r, dict) and "spec" in r and "key" in r]
-    assert len(runs) >= 50
-    for r in runs:
-        assert ex.spec_from_dict(r["spec"]).config_dict() == r["spec"], r["name"]
+    results = [r for r in stored if isinstance(r, dict) and "spec" in r and "key" in r]
+    assert len(results) >= 50
+    for r in results:
+        assert runs.spec_from_dict(r["spec"]).config_dict() == r["spec"], r["name"]
 
 
 def test_a_run_stored_on_another_copy_of_the_data_is_read_when_allowed(cifar, results_home, monkeypatch):
@@ -277,26 +278,26 @@ def test_a_run_stored_on_another_copy_of_the_data_is_read_when_allowed(cifar, re
 
     spec = tiny(train=TrainConfig(epochs=1, lr=0.05))
     elsewhere = dc.replace(cifar, source="another copy of CIFAR-10")
-    stored_result = ex.run(spec, cifar=elsewhere, progress=False)
+    stored_result = runs.run(spec, cifar=elsewhere, progress=False)
     trained = []
-    real_train = ex._train
-    monkeypatch.setattr(ex, "_train", lambda *a, **k: trained.append(1) or real_train(*a, **k))
+    real_train = runs._train
+    monkeypatch.setattr(runs, "_train", lambda *a, **k: trained.append(1) or real_train(*a, **k))
     monkeypatch.setenv("KDBOOK_RESULTS_DATA", "another copy of CIFAR-10")
-    read = ex.run(spec, cifar=cifar, progress=False)
+    read = runs.run(spec, cifar=cifar, progress=False)
     assert trained == [] and read["key"] == stored_result["key"]
     assert read["provenance"]["data"] == "another copy of CIFAR-10"
     monkeypatch.delenv("KDBOOK_RESULTS_DATA")
-    ex.run(spec, cifar=cifar, progress=False)
+    runs.run(spec, cifar=cifar, progress=False)
     assert trained == [1]
 
 
 def test_a_subset_takes_its_rows_from_a_stored_table_of_the_whole_training_set(cifar, monkeypatch):
     spec = tiny(teacher="book", labelled_fraction=0.5, omit_class=2, train=TrainConfig(method="kd"))
-    data = ex.run_data(spec, cifar)
+    data = runs.run_data(spec, cifar)
     assert torch.equal(cifar.train_images[data.train_positions], data.train_images)
     whole = torch.randn(len(cifar.train_images), 2, 10)
-    monkeypatch.setattr(ex, "stored_teacher_outputs", lambda *a, **k: CachedTeacher(whole))
-    table = ex.distillation_teacher(spec, data, cifar, teacher=None, device="cpu")
+    monkeypatch.setattr(runs, "stored_teacher_outputs", lambda *a, **k: CachedTeacher(whole))
+    table = runs.distillation_teacher(spec, data, cifar, teacher=None, device="cpu")
     assert torch.equal(table.logits, whole[data.train_positions])
 
 
@@ -309,7 +310,7 @@ def test_looking_up_a_run_never_trains_a_missing_stand_in(cifar, results_home, m
 
     monkeypatch.setattr(teacher_module, "fit", no_training)
     spec = tiny(teacher=teacher, train=TrainConfig(method="kd", epochs=1))
-    assert ex.stored(spec, cifar=cifar) is None
+    assert runs.stored(spec, cifar=cifar) is None
 
 
 def test_unlabelled_samples_train_through_fit(cifar):
@@ -338,7 +339,7 @@ def test_the_command_line_lists_a_plan_without_training(monkeypatch, capsys, res
     def no_training(*args, **kwargs):
         raise AssertionError("--list trained a run")
 
-    monkeypatch.setattr(ex, "run", no_training)
+    monkeypatch.setattr(runs, "run", no_training)
     ex.main(["unseen-class", "--profile", "quick", "--list"])
     out = capsys.readouterr().out
     assert "unseen-class: 4 runs, profile quick" in out
