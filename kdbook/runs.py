@@ -369,7 +369,9 @@ def distillation_teacher(spec: RunSpec, data: RunData, cifar: CIFAR10, teacher: 
 
 
 def pseudo_labels(teacher: nn.Module, images: Tensor, device) -> Tensor:
-    """The teacher's hard predictions on the (unaugmented) images: self-training's labels."""
+    """The teacher's hard predictions on the (unaugmented) images, from its table of outputs
+    (computed once per teacher and images): self-training's labels, and the predictions
+    every run's agreement with the book's teacher is measured against."""
     table = cached_teacher(teacher, images, name="argmax", device=device)
     return table.logits[:, 0].argmax(1).cpu()
 
@@ -383,7 +385,7 @@ def book_teacher_predictions(images: Tensor, cifar: CIFAR10, device) -> Tensor:
     of outputs: every run evaluated on the same images compares with the same predictions,
     so they are computed once and kept on disk rather than once per run."""
     teacher, _ = available_teacher(cifar, device)
-    return cached_teacher(teacher, images, name=fingerprint_name(teacher), device=device).logits[:, 0].argmax(1).cpu()
+    return pseudo_labels(teacher, images, device)
 
 
 def test_metrics(student: nn.Module, test_loader: TensorLoader, teacher_pred: Tensor) -> dict:
