@@ -1,7 +1,8 @@
 """Benchmark: distillation as cheap as plain training, measured side by side.
 
 ``python -m kdbook.bench [--device cpu|cuda] [--json PATH] [--steps N]`` times, on the
-same student, data and batch size, in one process:
+same student, data and batch size, in one process, the library's own training step
+(:func:`kdbook.train.train_epoch`, in the precision and memory layout of the book's runs):
 
 1. plain cross-entropy training fed by the tensor-resident loader;
 2. KD with cached teacher outputs looked up by sample index (and flip);
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
 import json
 import platform
 import time
@@ -36,11 +38,11 @@ import torch
 import torch.nn.functional as F
 
 from kdbook import settings
-from kdbook.data import MEAN, STD, TensorLoader, load_cifar10
-from kdbook.losses import distillation_loss
+from kdbook.data import MEAN, STD, Batch, TensorLoader, load_cifar10
 from kdbook.models import StudentCNN, TeacherNet, freeze
 from kdbook.soft_labels import compute_teacher_logits
-from kdbook.train import CachedTeacher, OnlineTeacher, TrainConfig, autocast, batch_losses, make_learned_temperature
+from kdbook.train import (CachedTeacher, OnlineTeacher, TrainConfig, batch_losses, grad_scaler,
+                          make_learned_temperature, train_epoch)
 
 # ----------------------------------------------------------------------------- settings
 BENCH = dict(
@@ -86,31 +88,32 @@ def pil_loader(cifar, batch_size: int) -> torch.utils.data.DataLoader:
                                        shuffle=True, num_workers=2, drop_last=True, persistent_workers=True)
 
 
-def endless(loader):
+def endless(batches):
     while True:
-        yield from loader
+        yield from batches
 
 
-def time_training(student, batches, device, steps: int, warmup: int, amp: bool, channels_last: bool,
-                  loss_fn, extra_params=()) -> float:
-    """Seconds for ``steps`` optimiser steps (after ``warmup``), ``loss_fn(logits, labels, batch)``;
-    ``extra_params`` are optimised with the student (CTKD's temperature)."""
-    params = list(student.parameters()) + list(extra_params)
+def time_training(model, batches, config: TrainConfig, steps: int, warmup: int, teacher=None,
+                  learned_temperature=None) -> float:
+    """Seconds for ``steps`` training steps of :func:`kdbook.train.train_epoch` itself (after
+    ``warmup`` untimed ones): ``batches`` yields :class:`~kdbook.data.Batch`; precision and
+    memory layout come from ``config`` (``amp``, ``channels_last``), as in every run.
+    ``learned_temperature`` (CTKD's) is optimised with the model."""
+    params = list(model.parameters())
+    if learned_temperature is not None:
+        params += list(learned_temperature.parameters())
     optimizer = torch.optim.SGD(params, lr=0.01, momentum=0.9, nesterov=True)
-    layout = torch.channels_last if channels_last else torch.contiguous_format
-    for i in range(warmup + steps):
-        if i == warmup:
-            synchronize(device)
-            start = time.perf_counter()
-        images, labels, batch = next(batches)
-        images = images.to(device, non_blocking=True).contiguous(memory_format=layout)
-        labels = labels.to(device, non_blocking=True)
-        with autocast(device, amp):
-            logits = student(images)
-        loss = loss_fn(logits.float(), labels, batch)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+    device = next(model.parameters()).device
+    scaler = grad_scaler(device, config)
+
+    def steps_of_train_epoch(n: int) -> None:
+        train_epoch(model, itertools.islice(batches, n), optimizer, None, config, teacher, progress=False,
+                    scaler=scaler, learned_temperature=learned_temperature)
+
+    steps_of_train_epoch(warmup)
+    synchronize(device)
+    start = time.perf_counter()
+    steps_of_train_epoch(steps)
     synchronize(device)
     return time.perf_counter() - start
 
@@ -120,20 +123,16 @@ def time_loader(batches, device, n: int) -> float:
     synchronize(device)
     start = time.perf_counter()
     for _ in range(n):
-        images, _, _ = next(batches)
-        images.to(device)
+        next(batches).images.to(device)
     synchronize(device)
     return time.perf_counter() - start
 
 
-def tensor_batches(loader: TensorLoader):
-    for batch in endless(loader):
-        yield batch.images, batch.labels, batch
-
-
-def pil_batches(loader):
+def pil_batches(loader, device):
+    """The DataLoader's (images, labels) as the :class:`~kdbook.data.Batch` that ``train_epoch``
+    reads (no sample indices: plain training needs none)."""
     for images, labels in endless(loader):
-        yield images, labels, None
+        yield Batch(images.to(device, non_blocking=True), labels.to(device, non_blocking=True), None, None)
 
 
 def make_student(device, channels_last: bool):
@@ -150,18 +149,15 @@ def run(device: torch.device, steps: int, amp: bool, channels_last: bool) -> dic
     teacher = TeacherNet().to(device)
     if channels_last:
         teacher = teacher.to(memory_format=torch.channels_last)
-    online = OnlineTeacher(teacher)
     # The cache for mode 2 covers every training image; building it is timed in mode 5
     # on the full set with the default --steps (40 or more), else on the first 4,096 images
     # (a dry run: the rate is extrapolated to 50,000).
-    T, a = BENCH["temperature"], BENCH["alpha"]
+    precision = dict(amp=amp, channels_last=channels_last)
+    plain = TrainConfig(method="ce", **precision)
+    kd = TrainConfig(method="kd", temperature=BENCH["temperature"], alpha=BENCH["alpha"], **precision)
     seconds, images_per_step = {}, bs
-
-    def ce(logits, labels, batch):
-        return F.cross_entropy(logits, labels)
-
-    seconds["plain_tensor"] = time_training(make_student(device, channels_last), tensor_batches(tensor_loader),
-                                            device, steps, warm, amp, channels_last, ce)
+    seconds["plain_tensor"] = time_training(make_student(device, channels_last), endless(tensor_loader), plain,
+                                            steps, warm)
 
     cache_n = len(cifar.train_images) if steps >= 40 else 4096
     t0 = time.perf_counter()
@@ -171,27 +167,16 @@ def run(device: torch.device, steps: int, amp: bool, channels_last: bool) -> dic
     table = torch.zeros(len(cifar.train_images), 2, 10)
     table[:cache_n] = cache_logits
     cached = CachedTeacher(table).to(device)
-
-    def kd_cached(logits, labels, batch):
-        return distillation_loss(logits, cached(batch), labels, T, a)
-
-    seconds["kd_cached"] = time_training(make_student(device, channels_last), tensor_batches(tensor_loader),
-                                         device, steps, warm, amp, channels_last, kd_cached)
-
-    def kd_online(logits, labels, batch):
-        with autocast(device, amp):
-            teacher_logits = online.logits(batch.images)
-        return distillation_loss(logits, teacher_logits.float(), labels, T, a)
-
-    seconds["kd_online"] = time_training(make_student(device, channels_last), tensor_batches(tensor_loader),
-                                         device, steps, warm, amp, channels_last, kd_online)
-
+    seconds["kd_cached"] = time_training(make_student(device, channels_last), endless(tensor_loader), kd,
+                                         steps, warm, teacher=cached)
+    seconds["kd_online"] = time_training(make_student(device, channels_last), endless(tensor_loader), kd,
+                                         steps, warm, teacher=OnlineTeacher(teacher))
     dataloader = pil_loader(cifar, bs)
-    seconds["plain_dataloader"] = time_training(make_student(device, channels_last), pil_batches(dataloader),
-                                                device, steps, warm, amp, channels_last, ce)
+    seconds["plain_dataloader"] = time_training(make_student(device, channels_last), pil_batches(dataloader, device),
+                                                plain, steps, warm)
     n_batches = BENCH["loader_batches"] if steps >= 40 else 20
-    seconds["loader_tensor_alone"] = time_loader(tensor_batches(tensor_loader), device, n_batches)
-    seconds["loader_pil_alone"] = time_loader(pil_batches(dataloader), device, n_batches)
+    seconds["loader_tensor_alone"] = time_loader(endless(tensor_loader), device, n_batches)
+    seconds["loader_pil_alone"] = time_loader(pil_batches(dataloader, device), device, n_batches)
     del dataloader
 
     teacher_epoch = time_teacher_epoch(cifar, device, amp, channels_last, BENCH["teacher_steps"])
@@ -218,13 +203,18 @@ def run(device: torch.device, steps: int, amp: bool, channels_last: bool) -> dic
             "forward_passes_per_second": cache_rate,
         },
         "teacher_epoch_seconds_estimate": teacher_epoch,
-        "ratios": {
-            "kd_cached_over_plain": seconds["kd_cached"] / seconds["plain_tensor"],
-            "online_over_cached": seconds["kd_online"] / seconds["kd_cached"],
-            "dataloader_over_tensor": seconds["plain_dataloader"] / seconds["plain_tensor"],
-            "loader_speedup": seconds["loader_pil_alone"] / seconds["loader_tensor_alone"],
-            "cache_build_over_teacher_epoch": (cache_seconds * n_train / cache_n) / teacher_epoch,
-        },
+        "ratios": ratios(seconds, cache_seconds * n_train / cache_n, teacher_epoch),
+    }
+
+
+def ratios(seconds: dict[str, float], cache_build_seconds: float, teacher_epoch_seconds: float) -> dict[str, float]:
+    """The benchmark's ratios, from seconds measured in one run (same steps and batch per mode)."""
+    return {
+        "kd_cached_over_plain": seconds["kd_cached"] / seconds["plain_tensor"],
+        "online_over_cached": seconds["kd_online"] / seconds["kd_cached"],
+        "dataloader_over_tensor": seconds["plain_dataloader"] / seconds["plain_tensor"],
+        "loader_speedup": seconds["loader_pil_alone"] / seconds["loader_tensor_alone"],
+        "cache_build_over_teacher_epoch": cache_build_seconds / teacher_epoch_seconds,
     }
 
 
@@ -237,11 +227,8 @@ def time_teacher_epoch(cifar, device, amp: bool, channels_last: bool, steps: int
     teacher = TeacherNet().to(device)
     if channels_last:
         teacher = teacher.to(memory_format=torch.channels_last)
-
-    def ce(logits, labels, batch):
-        return F.cross_entropy(logits, labels)
-
-    seconds = time_training(teacher, tensor_batches(loader), device, steps, 2, amp, channels_last, ce)
+    plain = TrainConfig(method="ce", amp=amp, channels_last=channels_last)
+    seconds = time_training(teacher, endless(loader), plain, steps, 2)
     return seconds / (steps * bs) * len(cifar.train_images)
 
 
@@ -299,13 +286,12 @@ def time_methods(device: torch.device, steps: int = BENCH["steps"], rounds: int 
                           drop_last=True, device=device)
     cached = CachedTeacher(torch.randn(len(cifar.train_labels), 2, 10, generator=torch.Generator().manual_seed(0)))
     cached.to(device)
-    configs = {name: TrainConfig(**c) for name, c in METHOD_CONFIGS.items()}
+    configs = {name: TrainConfig(**c, amp=amp, channels_last=channels_last) for name, c in METHOD_CONFIGS.items()}
     step_seconds = {name: [] for name in configs}
     loss_seconds = {name: [] for name in configs}
     for _ in range(rounds):
         for name, config in configs.items():
-            step_seconds[name].append(_time_method_steps(config, loader, cached, device, steps, warm, amp,
-                                                         channels_last) / steps)
+            step_seconds[name].append(_time_method_steps(config, loader, cached, device, steps, warm) / steps)
             loss_seconds[name].append(_time_loss_alone(config, device, loss_steps) / loss_steps)
     step = {k: sorted(v)[len(v) // 2] for k, v in step_seconds.items()}
     loss = {k: sorted(v)[len(v) // 2] for k, v in loss_seconds.items()}
@@ -319,13 +305,12 @@ def time_methods(device: torch.device, steps: int = BENCH["steps"], rounds: int 
     }
 
 
-def _time_method_steps(config, loader, cached, device, steps, warmup, amp, channels_last) -> float:
-    student = make_student(device, channels_last)
+def _time_method_steps(config, loader, cached, device, steps, warmup) -> float:
     learned = make_learned_temperature(config, steps + warmup)
-    extra = [] if learned is None else list(learned.to(device).parameters())
-    batches = ((batch.images, batch.labels, batch) for batch in endless(loader))
-    loss_fn = lambda logits, labels, batch: batch_losses(logits, labels, config, cached(batch), learned)["loss"]  # noqa: E731
-    return time_training(student, batches, device, steps, warmup, amp, channels_last, loss_fn, extra)
+    if learned is not None:
+        learned.to(device)
+    return time_training(make_student(device, config.channels_last), endless(loader), config, steps, warmup,
+                         teacher=cached, learned_temperature=learned)
 
 
 def _time_loss_alone(config, device, steps: int) -> float:

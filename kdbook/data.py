@@ -25,7 +25,7 @@ import torch
 from torch import Tensor
 
 from kdbook import settings
-from kdbook.files import atomic_write
+from kdbook.files import atomic_write, read_cache
 
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 # Per-channel statistics of the CIFAR-10 training set, used to normalise inputs.
@@ -264,12 +264,7 @@ def load_cifar10(root: str | os.PathLike | None = None, *, cache: bool = True) -
     found = _find(root)
     description = _describe(found)
     cache_file = settings.subdir("data") / f"cifar10-{_signature(found)}.npz"
-    arrays = None
-    if cache and cache_file.exists():
-        try:
-            arrays = _load_cache(cache_file)
-        except Exception as err:
-            print(f"kdbook: ignoring damaged cache {cache_file} ({err}); decoding again")
+    arrays = read_cache(cache_file, _load_cache, "the decoded images") if cache else None
     if arrays is None:
         reader = _read_torchvision if found.kind == "torchvision" else _read_imagefolder
         arrays = reader(found.path)

@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 
 from kdbook import settings
 from kdbook.data import CIFAR10, CLASSES, TensorLoader, load_cifar10, stratified_subset
-from kdbook.files import atomic_write
+from kdbook.files import atomic_write, read_cache
 from kdbook.models import StudentCNN, count_parameters, freeze, half_state, load_half_state
 from kdbook.soft_labels import cached_teacher, stored_teacher_outputs, weights_fingerprint
 from kdbook.teacher import _commit, available_teacher, ls_teacher, standin_teacher
@@ -254,14 +254,8 @@ def run_key(spec: RunSpec, data_source: str, teacher_fingerprint: str) -> str:
 
 
 def _load_result(key: str) -> dict | None:
-    path = settings.results_dir() / f"{key}.json"
-    if not path.exists():
-        return None
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as err:
-        print(f"kdbook: ignoring unreadable result {path} ({err})")
-        return None
+    return read_cache(settings.results_dir() / f"{key}.json", lambda path: json.loads(path.read_text()),
+                      "a run's result")
 
 
 def run(spec: RunSpec, *, cifar: CIFAR10 | None = None, device=None, progress: bool = True) -> dict:

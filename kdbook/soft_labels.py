@@ -18,7 +18,7 @@ from torch import Tensor, nn
 
 from kdbook import settings
 from kdbook.data import TensorLoader
-from kdbook.files import atomic_write
+from kdbook.files import atomic_write, read_cache
 from kdbook.models import evaluating
 from kdbook.train import CachedTeacher, autocast
 
@@ -64,15 +64,15 @@ def stored_teacher_outputs(teacher: nn.Module, images: Tensor, *, name: str = "t
     """The :class:`CachedTeacher` of ``images`` if its table is on disk and sound, else None
     (a damaged file is reported and treated as missing)."""
     key, path = _cache_path(teacher, images, name)
-    if not path.exists():
-        return None
-    try:
-        saved = torch.load(path, map_location="cpu", weights_only=True)
-        if saved["key"] == key and saved["logits"].shape[:2] == (len(images), 2):
-            return CachedTeacher(saved["logits"], f"cached outputs of {name}").to(device or settings.device())
-    except Exception as err:  # damaged file: recompute rather than trust it
-        print(f"kdbook: recomputing teacher outputs, {path} unreadable ({err})")
-    return None
+
+    def load(file: Path) -> Tensor:
+        saved = torch.load(file, map_location="cpu", weights_only=True)
+        if saved["key"] != key or saved["logits"].shape[:2] != (len(images), 2):
+            raise ValueError(f"holds {saved['key']!r} with shape {tuple(saved['logits'].shape)}")
+        return saved["logits"]
+
+    logits = read_cache(path, load, f"the outputs of {name}")
+    return None if logits is None else CachedTeacher(logits, f"cached outputs of {name}").to(device or settings.device())
 
 
 def cached_teacher(teacher: nn.Module, images: Tensor, *, name: str = "teacher", device=None,

@@ -43,6 +43,7 @@ ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "test-artifacts"
 CHROMIUM = os.environ.get("KDBOOK_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 PAGE_TIMEOUT_S = 20
+QUOTES = ("'", '"', "‘", "“", "&#8216;", "&#8220;", "&#39;", "&quot;")  # as text or entity
 
 if not Path(CHROMIUM).exists():
     if os.environ.get("CI"):
@@ -416,6 +417,21 @@ def test_solution_code_is_folded(site_html, visited):
         assert folded >= len(solutions), f"{page}: {len(solutions)} solution cells, {folded} folded"
         checked += len(solutions)
     assert checked >= 1
+
+
+def test_glued_values_are_pasted_without_quotes(site_html, visited):
+    """A glued string reads as the string: "reached 70.81%", never "reached ‘70.81’%"."""
+    pasted, quoted = 0, {}
+    for page in visited:
+        html = (site_html / page).read_text(encoding="utf-8")
+        # myst-nb's inline paste of a text/plain glue value
+        texts = re.findall(r'<span class="[^"]*\btext_plain\b[^"]*">([^<]*)</span>', html)
+        pasted += len(texts)
+        bad = [t for t in texts if t.startswith(QUOTES)]
+        if bad:
+            quoted[page] = bad[:5]
+    assert not quoted, quoted
+    assert pasted >= 50
 
 
 def test_screenshots_saved(visited):

@@ -142,22 +142,29 @@ def test_derivation_solutions_are_dropdowns(path):
                         f"{path.name}: solution to {argument} is not a dropdown"
 
 
-def test_site_build_folds_solution_cells():
+def test_site_fixes_fold_solutions_and_unquote_glued_strings():
     spec = importlib.util.spec_from_file_location("site_fixes", ROOT / "tools" / "site_fixes.py")
     site_fixes = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(site_fixes)
     nb = nbformat.v4.new_notebook()
+    glued = nbformat.v4.new_output("display_data", {"application/papermill.record/text/plain": "'70.81'"},
+                                   metadata={"scrapbook": {"name": "acc", "mime_prefix": "application/papermill.record/"}})
+    printed = nbformat.v4.new_output("stream", name="stdout", text="'quoted' on purpose\n")
     nb.cells = [nbformat.v4.new_code_cell("def f(): pass", metadata={"tags": ["solution"]}),
                 nbformat.v4.new_code_cell("g()", metadata={"tags": ["solution", "remove-cell"]}),
-                nbformat.v4.new_code_cell("print(f())", metadata={"tags": ["check"]})]
+                nbformat.v4.new_code_cell("print(f())", metadata={"tags": ["check"]}),
+                nbformat.v4.new_code_cell("glue('acc', '70.81')", outputs=[glued, printed])]
     app = types.SimpleNamespace(env=types.SimpleNamespace(doc2path=lambda name: f"{name}.ipynb"))
     source = [nbformat.writes(nb)]
-    site_fixes._hide_solutions(app, "book/x", source)
-    tags = [c.metadata.get("tags", []) for c in nbformat.reads(source[0], as_version=4).cells]
-    assert tags == [["solution", "hide-input"], ["solution", "remove-cell"], ["check"]]
+    site_fixes._fix_notebook(app, "book/x", source)
+    fixed = nbformat.reads(source[0], as_version=4)
+    tags = [c.metadata.get("tags", []) for c in fixed.cells]
+    assert tags == [["solution", "hide-input"], ["solution", "remove-cell"], ["check"], []]
+    # a glued value is pasted without its repr's quotes (myst-nb's strip_text_quotes); other outputs untouched
+    assert [o.get("metadata", {}).get("strip_text_quotes") for o in fixed.cells[3].outputs] == [True, None]
     markdown = ["# A page"]
     app.env.doc2path = lambda name: f"{name}.md"
-    site_fixes._hide_solutions(app, "book/y", markdown)
+    site_fixes._fix_notebook(app, "book/y", markdown)
     assert markdown == ["# A page"]
 
 

@@ -71,3 +71,29 @@ def test_markdown_table_and_provenance_line():
     runs = [{"provenance": {"profile": "full", "device": "cpu", "data": "d", "wall_s": 60}}] * 2
     line = report.provenance_line(runs)
     assert "profile=full" in line and "2 runs" in line and "2.0 min" in line
+
+
+def test_without_the_shipped_weights_the_stand_in_teaches(monkeypatch):
+    """available_teacher: the book's teacher when its weights load, else the cached stand-in."""
+    stand_in = (TeacherNet(widths=(8, 16, 16)).eval(), {"description": "stand-in", "standin": True})
+    asked = []
+
+    def fake_standin(cifar, device, *, train_if_missing):
+        asked.append(train_if_missing)
+        return stand_in
+
+    def missing(device):
+        raise FileNotFoundError("no teacher.pt")
+
+    monkeypatch.setattr(teacher, "standin_teacher", fake_standin)
+    monkeypatch.setattr(teacher, "load_teacher", missing)
+    assert teacher.available_teacher(None, "cpu", train_if_missing=False) is stand_in
+    assert asked == [False]
+
+    shipped = TeacherNet(widths=(8, 16, 16)).eval()
+    provenance = {"architecture": "TeacherNet", "test_accuracy": 0.9, "test_accuracy_flip_tta": 0.91,
+                  "data": "d", "epochs": 1, "device": "cpu"}
+    monkeypatch.setattr(teacher, "load_teacher", lambda device: (shipped, provenance))
+    model, info = teacher.available_teacher(None, "cpu")
+    assert model is shipped and info["standin"] is False and info["description"].startswith("the book's teacher")
+    assert asked == [False]  # the stand-in was not asked for

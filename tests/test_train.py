@@ -10,6 +10,7 @@ import pytest
 import torch
 from torch import nn
 
+from kdbook import settings
 from kdbook.data import Batch, TensorLoader, stratified_subset
 from kdbook.models import StudentCNN, TeacherNet
 from kdbook.train import (
@@ -53,9 +54,15 @@ def without_seconds(history) -> list[dict]:
 # Checkpoints.
 
 
+# Every real run uses mixed precision and channels_last: resuming must be exact with them too.
+# Mixed precision is forced to bfloat16 autocast, which a CPU without native bfloat16 would
+# otherwise replace by float32 (settings.autocast_dtype).
+@pytest.mark.parametrize("amp", [False, True], ids=["float32", "bfloat16-nhwc"])
 @pytest.mark.parametrize("method", ["ce", "kd"])
-def test_resumed_run_equals_unbroken_run(method, loader_factory, tmp_path):
-    config = TrainConfig(method=method, epochs=2, lr=0.05, seed=0)
+def test_resumed_run_equals_unbroken_run(method, amp, loader_factory, tmp_path, monkeypatch):
+    if amp:
+        monkeypatch.setattr(settings, "autocast_dtype", lambda device: torch.bfloat16)
+    config = TrainConfig(method=method, epochs=2, lr=0.05, seed=0, amp=amp, channels_last=amp)
 
     def teacher():
         return OnlineTeacher(make_teacher()) if method == "kd" else None

@@ -5,6 +5,10 @@
   ``kdbook.exercises``) are folded on the website: each gets myst-nb's ``hide-input``
   tag at build time unless it already has a hide/remove tag, so no author can forget
   it. The notebooks themselves are not changed.
+- A string glued with ``kdbook.report.glue`` is stored as its ``text/plain`` repr,
+  ``'70.81'``, and ``{glue:}`` pastes that text as is, so Sphinx would print the quotes
+  (curled: "reached ‘70.81’%"). Every glued output gets myst-nb's
+  ``strip_text_quotes`` output flag at build time, so the string itself is pasted.
 - Some extensions (sphinx-thebe, sphinx-togglebutton) end up with their inline
   configuration script twice in every page's ``<head>`` under Sphinx 7.4; sphinx-thebe's
   declares ``const THEBE_JS_URL``, so the second copy throws "Identifier 'THEBE_JS_URL'
@@ -20,7 +24,25 @@ SOLUTION_TAG = "solution"
 HIDING_TAGS = {"hide-input", "hide-cell", "remove-input", "remove-cell"}
 
 
-def _hide_solutions(app, docname, source) -> None:
+def _hide_solutions(cell: dict) -> bool:
+    metadata = cell.setdefault("metadata", {})
+    tags = list(metadata.get("tags", []))
+    if cell.get("cell_type") == "code" and SOLUTION_TAG in tags and not HIDING_TAGS & set(tags):
+        metadata["tags"] = [*tags, "hide-input"]
+        return True
+    return False
+
+
+def _unquote_glued_strings(cell: dict) -> bool:
+    # myst-nb's own switch (its eval role sets it): an inline text/plain pasted with its
+    # outer quotes removed. Numbers have none, so every glued output may carry it.
+    glued = [o for o in cell.get("outputs", []) if "scrapbook" in o.get("metadata", {})]
+    for output in glued:
+        output["metadata"]["strip_text_quotes"] = True
+    return bool(glued)
+
+
+def _fix_notebook(app, docname, source) -> None:
     if not str(app.env.doc2path(docname)).endswith(".ipynb"):
         return
     try:
@@ -29,11 +51,8 @@ def _hide_solutions(app, docname, source) -> None:
         return
     changed = False
     for cell in nb.get("cells", []):
-        metadata = cell.setdefault("metadata", {})
-        tags = list(metadata.get("tags", []))
-        if cell.get("cell_type") == "code" and SOLUTION_TAG in tags and not HIDING_TAGS & set(tags):
-            metadata["tags"] = [*tags, "hide-input"]
-            changed = True
+        changed |= _hide_solutions(cell)
+        changed |= _unquote_glued_strings(cell)
     if changed:
         source[0] = json.dumps(nb, ensure_ascii=False)
 
@@ -55,6 +74,6 @@ def _dedupe_scripts(app, pagename, templatename, context, doctree) -> None:
 
 
 def setup(app):
-    app.connect("source-read", _hide_solutions)
+    app.connect("source-read", _fix_notebook)
     app.connect("html-page-context", _dedupe_scripts, priority=900)
     return {"version": "1", "parallel_read_safe": True, "parallel_write_safe": True}
