@@ -143,15 +143,16 @@ def make_student(device, channels_last: bool):
 
 def run(device: torch.device, steps: int, amp: bool, channels_last: bool) -> dict:
     cifar = load_cifar10()
-    bs, warm = BENCH["batch_size"], BENCH["warmup"]
+    dry_run = steps < 40  # CI's rehearsal (--steps 5): every mode, as little of each as runs
+    bs, warm = BENCH["batch_size"], 1 if dry_run else BENCH["warmup"]
     tensor_loader = TensorLoader(cifar.train_images, cifar.train_labels, bs, shuffle=True, augment=True,
                                  drop_last=True, device=device)
     teacher = TeacherNet().to(device)
     if channels_last:
         teacher = teacher.to(memory_format=torch.channels_last)
     # The cache for mode 2 covers every training image; building it is timed in mode 5
-    # on the full set with the default --steps (40 or more), else on the first 4,096 images
-    # (a dry run: the rate is extrapolated to 50,000).
+    # on the full set with the default --steps (40 or more), else (a dry run, as in CI) on
+    # the first 1,024 images, the rate extrapolated to 50,000.
     precision = dict(amp=amp, channels_last=channels_last)
     plain = TrainConfig(method="ce", **precision)
     kd = TrainConfig(method="kd", temperature=BENCH["temperature"], alpha=BENCH["alpha"], **precision)
@@ -159,7 +160,7 @@ def run(device: torch.device, steps: int, amp: bool, channels_last: bool) -> dic
     seconds["plain_tensor"] = time_training(make_student(device, channels_last), endless(tensor_loader), plain,
                                             steps, warm)
 
-    cache_n = len(cifar.train_images) if steps >= 40 else 4096
+    cache_n = 1024 if dry_run else len(cifar.train_images)
     t0 = time.perf_counter()
     cache_logits = compute_teacher_logits(teacher, cifar.train_images[:cache_n], device=device, amp=amp)
     synchronize(device)
@@ -174,12 +175,12 @@ def run(device: torch.device, steps: int, amp: bool, channels_last: bool) -> dic
     dataloader = pil_loader(cifar, bs)
     seconds["plain_dataloader"] = time_training(make_student(device, channels_last), pil_batches(dataloader, device),
                                                 plain, steps, warm)
-    n_batches = BENCH["loader_batches"] if steps >= 40 else 20
+    n_batches = 20 if dry_run else BENCH["loader_batches"]
     seconds["loader_tensor_alone"] = time_loader(endless(tensor_loader), device, n_batches)
     seconds["loader_pil_alone"] = time_loader(pil_batches(dataloader, device), device, n_batches)
     del dataloader
 
-    teacher_epoch = time_teacher_epoch(cifar, device, amp, channels_last, BENCH["teacher_steps"])
+    teacher_epoch = time_teacher_epoch(cifar, device, amp, channels_last, 1 if dry_run else BENCH["teacher_steps"])
     n_train = len(cifar.train_images)
     rates = {k: steps * images_per_step / v for k, v in seconds.items() if not k.startswith("loader")}
     rates.update({k: n_batches * bs / v for k, v in seconds.items() if k.startswith("loader")})
@@ -192,7 +193,7 @@ def run(device: torch.device, steps: int, amp: bool, channels_last: bool) -> dic
         "amp_bfloat16": amp,  # (name kept for stored results) mixed precision on or off
         "autocast": str(settings.autocast_dtype(device)).removeprefix("torch.") if amp else "off",
         "channels_last": channels_last,
-        "settings": {**BENCH, "steps": steps},
+        "settings": {**BENCH, "steps": steps, "warmup": warm},
         "data": cifar.source,
         "images_per_second": rates,
         "seconds": seconds,
