@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 import time
 from dataclasses import asdict, dataclass
 
@@ -237,7 +238,7 @@ def make_student(spec: RunSpec) -> StudentCNN:
 
 
 def load_student(spec: RunSpec, result: dict, device) -> StudentCNN:
-    path = settings.results_dir() / f"{result['key']}.pt"
+    path = result_file(result["key"], ".pt")
     model = make_student(spec)
     state = torch.load(path, map_location="cpu", weights_only=True)
     return freeze(load_half_state(model, state).to(device))
@@ -253,9 +254,25 @@ def run_key(spec: RunSpec, data_source: str, teacher_fingerprint: str) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+def slug(name: str) -> str:
+    """A run's name as the start of its file names: "KD T=4 alpha=0.5, seed 0" -> "kd-t-4-alpha-0-5-seed-0"."""
+    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")[:60].rstrip("-")
+
+
+def result_file(key: str, suffix: str, name: str = "") -> Path:
+    """The file of the run with ``key`` (``suffix``: ".json" for the result, ".pt" for the
+    student's weights): ``<slug of its name>-<key><suffix>`` in the results folder, so that
+    a listing reads. The key alone finds it: a file stored under another name of the same
+    run, or under the key alone (results stored before 2026-12), is found as well."""
+    folder = settings.results_dir()
+    found = sorted(folder.glob(f"*{key}{suffix}"))
+    if found:
+        return found[0]
+    return folder / (f"{slug(name)}-{key}{suffix}" if slug(name) else f"{key}{suffix}")
+
+
 def _load_result(key: str) -> dict | None:
-    return read_cache(settings.results_dir() / f"{key}.json", lambda path: json.loads(path.read_text()),
-                      "a run's result")
+    return read_cache(result_file(key, ".json"), lambda path: json.loads(path.read_text()), "a run's result")
 
 
 def run(spec: RunSpec, *, cifar: CIFAR10 | None = None, device=None, progress: bool = True) -> dict:
@@ -296,7 +313,7 @@ def stored(spec: RunSpec, *, cifar: CIFAR10 | None = None, device=None,
     for data_source in dict.fromkeys([cifar.source, settings.results_data()]):
         key = run_key(spec, data_source, fingerprint) if data_source else None
         found = _load_result(key) if key else None
-        if found is not None and (settings.results_dir() / f"{key}.pt").exists():
+        if found is not None and result_file(key, ".pt").exists():
             return found
     return None
 
@@ -340,9 +357,9 @@ def _train(spec, key, cifar, device, teacher, teacher_description, progress) -> 
         },
     }
     # The student's weights (half precision, tens of kB): later runs may use it as a teacher.
-    with atomic_write(settings.results_dir() / f"{key}.pt") as handle:
+    with atomic_write(result_file(key, ".pt", spec.name)) as handle:
         torch.save(half_state(student), handle)
-    with atomic_write(settings.results_dir() / f"{key}.json") as handle:
+    with atomic_write(result_file(key, ".json", spec.name)) as handle:
         handle.write(json.dumps(result, indent=1).encode())
     checkpoint.unlink(missing_ok=True)  # the result supersedes it
     return result

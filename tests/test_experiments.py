@@ -93,8 +93,8 @@ def test_run_key_ignores_the_name_but_not_the_rest():
 def test_run_trains_once_then_reads_the_cache(cifar, results_home, monkeypatch):
     spec = tiny(teacher="book", train=TrainConfig(method="kd", epochs=1, lr=0.05))
     result = runs.run(spec, cifar=cifar, progress=False)
-    assert (results_home / f"{result['key']}.json").exists()
-    assert (results_home / f"{result['key']}.pt").exists()
+    stem = f"{runs.slug(spec.name)}-{result['key']}"  # a listing of results/ reads
+    assert (results_home / f"{stem}.json").exists() and (results_home / f"{stem}.pt").exists()
     assert 0 <= result["metrics"]["test_acc"] <= 1
     assert len(result["metrics"]["per_class_acc"]) == 10
     prov = result["provenance"]
@@ -258,6 +258,18 @@ def test_check_runs_catches_a_changed_teacher():
         teacher.weight[0, 0] += 1e-6
     with pytest.raises(AssertionError, match="teacher's weights changed"):
         runs.check_runs([_fake_result()], teacher, fingerprint)
+
+
+def test_slug_and_a_result_stored_under_its_key_alone(cifar, results_home, monkeypatch):
+    assert runs.slug("KD T=4 alpha=0.5, seed 0") == "kd-t-4-alpha-0-5-seed-0"
+    assert runs.slug("no cats, KD T=4 alpha=0.5, seed 2") == "no-cats-kd-t-4-alpha-0-5-seed-2"
+    spec = tiny(train=TrainConfig(epochs=1, lr=0.05))
+    result = runs.run(spec, cifar=cifar, progress=False)
+    for suffix in (".json", ".pt"):  # the layout before 2026-12: the key alone
+        runs.result_file(result["key"], suffix).rename(results_home / f"{result['key']}{suffix}")
+    monkeypatch.setattr(runs, "_train", lambda *a, **k: pytest.fail("retrained a stored run"))
+    assert runs.run(spec, cifar=cifar, progress=False)["key"] == result["key"]
+    assert runs.load_student(spec, result, "cpu") is not None
 
 
 def test_every_stored_result_keeps_its_key():
