@@ -186,15 +186,13 @@ def run(device: torch.device, steps: int, amp: bool, channels_last: bool) -> dic
     rates.update({k: n_batches * bs / v for k, v in seconds.items() if k.startswith("loader")})
     cache_rate = 2 * cache_n / cache_seconds  # forward passes (image + mirror) per second
     return {
-        "torch": torch.__version__,
-        "device": settings.describe_device(device),
+        **settings.provenance(cifar.source, device),
         "threads": torch.get_num_threads(),
         "machine": platform.machine(),
         "amp_bfloat16": amp,  # (name kept for stored results) mixed precision on or off
         "autocast": str(settings.autocast_dtype(device)).removeprefix("torch.") if amp else "off",
         "channels_last": channels_last,
         "settings": {**BENCH, "steps": steps, "warmup": warm},
-        "data": cifar.source,
         "images_per_second": rates,
         "seconds": seconds,
         "teacher_cache": {
@@ -297,9 +295,9 @@ def time_methods(device: torch.device, steps: int = BENCH["steps"], rounds: int 
     step = {k: sorted(v)[len(v) // 2] for k, v in step_seconds.items()}
     loss = {k: sorted(v)[len(v) // 2] for k, v in loss_seconds.items()}
     return {
-        "torch": torch.__version__, "device": settings.describe_device(device), "threads": torch.get_num_threads(),
+        **settings.provenance(cifar.source, device), "threads": torch.get_num_threads(),
         "amp": amp, "channels_last": channels_last, "batch_size": bs, "steps": steps, "rounds": rounds,
-        "student": BENCH["student"], "data": cifar.source,
+        "student": BENCH["student"],
         "seconds_per_step": step, "seconds_per_loss": loss,
         "step_ratio_to_kd": {k: v / step["kd"] for k, v in step.items()},
         "loss_ratio_to_kd": {k: v / loss["kd"] for k, v in loss.items()},

@@ -33,7 +33,7 @@ from kdbook.data import CIFAR10, CLASSES, TensorLoader, load_cifar10, stratified
 from kdbook.files import atomic_write, read_cache
 from kdbook.models import StudentCNN, count_parameters, freeze, half_state, load_half_state
 from kdbook.soft_labels import cached_teacher, stored_teacher_outputs, weights_fingerprint
-from kdbook.teacher import _commit, available_teacher, ls_teacher, standin_teacher
+from kdbook.teacher import available_teacher, ls_teacher, standin_teacher
 from kdbook.train import (ADDED_SETTINGS, DISTILLATION_METHODS, UNLABELLED, OnlineTeacher, TrainConfig, fit,
                           key_fields, predict_logits, seed_everything)
 from kdbook.unseen_class import omitted_class_metrics
@@ -350,9 +350,9 @@ def _train(spec, key, cifar, device, teacher, teacher_description, progress) -> 
         "labelled_images": int((data.train_labels != UNLABELLED).sum()),
         "label_noise_measured": float((data.train_labels != data.clean_labels).float().mean()),
         "provenance": {
-            "profile": settings.profile(), "device": settings.describe_device(device), "data": cifar.source,
+            **settings.provenance(cifar.source, device),
             "wall_s": time.perf_counter() - start, "train_wall_s": sum(e["seconds"] for e in history.epochs),
-            "torch": torch.__version__, "commit": _commit(), "teacher": teacher_description,
+            "teacher": teacher_description,
             "autocast": str(settings.autocast_dtype(device)).removeprefix("torch.") if spec.train.amp else "off",
         },
     }

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import platform
+import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -128,20 +129,38 @@ def results_dir() -> Path:
     return path
 
 
+def commit() -> str:
+    """The checkout's short commit hash ("unknown" outside a git checkout)."""
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=Path(__file__).parent,
+                             capture_output=True, text=True, timeout=10)
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def provenance(data: str, dev: torch.device | str | None = None) -> dict[str, str]:
+    """The record every result carries (runs, teachers, benchmarks, a chapter's timed cells):
+    profile, device, data, torch version and commit. Each adds its own fields (wall time...)."""
+    return {"profile": profile(), "device": describe_device(dev), "data": data, "torch": torch.__version__,
+            "commit": commit()}
+
+
 @dataclass(frozen=True)
 class RunStamp:
-    """What every result carries: which profile, device and data produced it, and how long it took."""
+    """A timed block's :func:`provenance` and wall time."""
 
     profile: str
     device: str
     data: str
+    torch: str
+    commit: str
     wall_s: float
-    torch_version: str = torch.__version__
 
     def line(self) -> str:
         return (
             f"profile={self.profile} | device={self.device} | data={self.data} | "
-            f"wall time {self.wall_s:.1f} s | torch {self.torch_version}"
+            f"wall time {self.wall_s:.1f} s | torch {self.torch}"
         )
 
 
@@ -163,9 +182,4 @@ class Stopwatch:
         return self
 
     def __exit__(self, *exc) -> None:
-        self.stamp = RunStamp(
-            profile=profile(),
-            device=describe_device(self.dev),
-            data=self.data,
-            wall_s=time.perf_counter() - self._t0,
-        )
+        self.stamp = RunStamp(**provenance(self.data, self.dev), wall_s=time.perf_counter() - self._t0)

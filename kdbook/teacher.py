@@ -16,7 +16,6 @@ import argparse
 import dataclasses
 import hashlib
 import json
-import subprocess
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -65,15 +64,6 @@ class TeacherRecipe:
 RECIPE = TeacherRecipe()
 
 
-def _commit() -> str:
-    try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=Path(__file__).parent,
-                             capture_output=True, text=True, timeout=10)
-        return out.stdout.strip() or "unknown"
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-
-
 def _loaders(cifar: CIFAR10, batch_size: int, device, seed: int, train_idx=None, test_idx=None):
     train = TensorLoader(cifar.train_images, cifar.train_labels, batch_size, indices=train_idx,
                          shuffle=True, augment=True, drop_last=True, device=device, seed=seed)
@@ -103,16 +93,13 @@ def train_teacher(recipe: TeacherRecipe = RECIPE, *, device=None, stop_after: in
         "parameters": count_parameters(model),
         "recipe": asdict(recipe),
         "recipe_key": recipe.key(),
-        "data": cifar.source,
-        "device": settings.describe_device(device),
+        **settings.provenance(cifar.source, device),
         "autocast": str(settings.autocast_dtype(device)).removeprefix("torch.") if recipe.train.amp else "off",
         "epochs": recipe.train.epochs,
         "test_accuracy": evaluate(model, test_loader, amp=recipe.train.amp)["accuracy"],
         "test_accuracy_flip_tta": evaluate(model, test_loader, tta=True, amp=recipe.train.amp)["accuracy"],
         "train_wall_s": sum(e["seconds"] for e in history.epochs),
         "history": history.epochs,
-        "torch": torch.__version__,
-        "commit": _commit(),
     }
     if export:
         export_teacher(model, provenance)

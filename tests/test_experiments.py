@@ -99,6 +99,7 @@ def test_run_trains_once_then_reads_the_cache(cifar, results_home, monkeypatch):
     assert len(result["metrics"]["per_class_acc"]) == 10
     prov = result["provenance"]
     assert prov["profile"] == "quick" and prov["data"] == cifar.source and prov["wall_s"] > 0
+    assert set(settings.provenance(cifar.source)) <= set(prov)  # the one record every result carries
 
     def no_training(*args, **kwargs):
         raise AssertionError("a cached run was trained again")

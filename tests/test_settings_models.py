@@ -69,6 +69,8 @@ def test_stopwatch_stamp(monkeypatch):
     stamp = sw.stamp
     assert stamp.profile == "quick" and stamp.data == "CIFAR-10, test copy"
     assert stamp.device.startswith("cpu") and stamp.wall_s >= 0
+    assert {k: getattr(stamp, k) for k in settings.provenance("CIFAR-10, test copy")} == \
+        settings.provenance("CIFAR-10, test copy")  # the one provenance record, plus the wall time
     line = stamp.line()
     for part in ("profile=quick", "device=cpu", "data=CIFAR-10, test copy", "wall time", "s |",
                  f"torch {torch.__version__}"):
