@@ -106,6 +106,20 @@ def plan_unseen_class(profile: str | None = None) -> dict[str, list[RunSpec]]:
                         omit_class=OMITTED_CLASS) for s in sc.seeds]}
 
 
+PATIENT_EPOCHS_FACTOR = 4  # the patient schedule: four times the chapter's epochs (60 in the full profile)
+
+
+def plan_patient_schedule(profile: str | None = None) -> dict[str, list[RunSpec]]:
+    """Chapter "Distilling a CNN": the student alone and distilled (T = 4, alpha = 0.5) with
+    :data:`PATIENT_EPOCHS_FACTOR` times the epochs of the chapter's runs, every seed: is the
+    gain of distillation an effect of a short schedule?"""
+    sc = scale(profile)
+    epochs = PATIENT_EPOCHS_FACTOR * sc.epochs
+    return {"alone": [spec(f"alone, {epochs} epochs, seed {s}", sc, s, train=dict(epochs=epochs)) for s in sc.seeds],
+            "kd": [spec(f"KD T=4 alpha=0.5, {epochs} epochs, seed {s}", sc, s, teacher="book",
+                        train=kd(epochs=epochs)) for s in sc.seeds]}
+
+
 TEMPERATURES = (1, 2, 4, 8, 16)
 ALPHAS = (0.1, 0.5, 0.9)
 NOISE = 0.4  # fraction of training labels moved to another class in the label-noise test
@@ -302,6 +316,7 @@ def plan_beyond_hinton_stored(profile: str | None = None) -> dict[str, list[RunS
 PLANS = {
     "distilling": plan_distilling,
     "unseen-class": plan_unseen_class,
+    "patient-schedule": plan_patient_schedule,
     "teacher-view": plan_teacher_view,
     "hyperparameters": plan_hyperparameters,
     "little-labels": plan_little_labels,

@@ -209,6 +209,15 @@ def _teacher_view(get) -> Finding:
                    "of the uncropped image", _runs(plan["cached"], get), _runs(plan["online"], get))
 
 
+@register("patient-schedule")
+def _patient_schedule(get) -> Finding:
+    from kdbook import experiments
+    plan = experiments.plan_patient_schedule()
+    return compare("patient-schedule", "distilling",
+                   f"with {experiments.PATIENT_EPOCHS_FACTOR} times the epochs, distillation still beats the student "
+                   "trained alone", _runs(plan["alone"], get), _runs(plan["kd"], get))
+
+
 def omitted_class_accuracy(result: dict) -> float:
     """Test accuracy on the class left out of training, after its bias was raised, in percent."""
     return 100 * result["omitted_class"]["class_test_acc_after"]

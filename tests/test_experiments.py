@@ -373,3 +373,17 @@ def test_born_again_chains_have_a_fresh_seed_per_generation_and_pair_the_two_los
             assert run.train.seed != parent.train.seed  # fresh initialisation and data order
     ban_seeds = [r.train.seed for r in plan["ban"]]
     assert ban_seeds == [r.train.seed for r in plan["ban_labels"]] and len(set(ban_seeds)) == len(ban_seeds)
+
+
+@pytest.mark.parametrize("profile", ["quick", "full"])
+def test_patient_schedule_is_the_chapters_runs_with_four_times_the_epochs(profile):
+    chapter = {s.name: s for s in ex.plan_distilling(profile)}
+    plan = ex.plan_patient_schedule(profile)
+    sc = ex.scale(profile)
+    for arm, name in (("alone", "alone, seed {}"), ("kd", "KD T=4 alpha=0.5, seed {}")):
+        assert [s.train.seed for s in plan[arm]] == list(sc.seeds)  # paired by seed with the other arm
+        for s in plan[arm]:
+            short = chapter[name.format(s.train.seed)]
+            assert s.train.epochs == ex.PATIENT_EPOCHS_FACTOR * short.train.epochs
+            assert dataclasses.replace(s, name=short.name, train=dataclasses.replace(s.train, epochs=short.train.epochs)) \
+                == short  # nothing else differs
