@@ -495,3 +495,26 @@ def test_int_and_float_numbers_make_the_same_config():
     as_float = TrainConfig(method="kd", temperature=4.0, alpha=1.0, lr=1.0)
     assert json.dumps(asdict(as_int)) == json.dumps(asdict(as_float))
     assert type(as_int.temperature) is float and type(as_int.alpha) is float
+
+
+def test_fit_trains_unlabelled_samples_through_the_soft_term_only(cifar):
+    """Samples labelled UNLABELLED (little-labels' unlabelled rest) enter the soft term; the
+    hard term and the training accuracy average over the labelled ones."""
+    import torch.nn.functional as F
+
+    from kdbook.losses import soft_distillation_loss
+    from kdbook.train import UNLABELLED
+
+    labels = cifar.train_labels[:64].clone()
+    labels[::2] = UNLABELLED
+    loader = TensorLoader(cifar.train_images[:64], labels, 64)  # one batch, in order, not augmented
+    teacher, student = OnlineTeacher(make_teacher().eval()), make_student()
+    batch = next(iter(loader))
+    with torch.no_grad():  # the student in training mode, as fit runs it
+        z_s, z_t = student(batch.images), teacher(batch)
+    known = labels != UNLABELLED
+    expected = 0.5 * F.cross_entropy(z_s[known], labels[known]) + 0.5 * soft_distillation_loss(z_s, z_t, 4.0)
+    history = fit(student, loader, TrainConfig(method="kd", epochs=1, lr=0.05), teacher=teacher, progress=False)
+    record = history.epochs[0]
+    assert record["loss"] == pytest.approx(float(expected), rel=1e-5)
+    assert record["train_acc"] == pytest.approx(float((z_s.argmax(1) == labels)[known].float().mean()))
