@@ -275,12 +275,15 @@ def test_slug_and_a_result_stored_under_its_key_alone(cifar, results_home, monke
 
 def test_every_stored_result_keeps_its_key():
     """A new RunSpec or TrainConfig setting must leave the stored runs' keys alone:
-    each stored spec, read back into a RunSpec, gives exactly the dict it was keyed by."""
-    stored = [json.loads(p.read_text()) for p in sorted(REPO_RESULTS.glob("*.json"))]
-    results = [r for r in stored if isinstance(r, dict) and "spec" in r and "key" in r]
+    each stored spec, read back into a RunSpec, gives exactly the dict it was keyed by,
+    and its files are named ``<slug of its name>-<key>`` (.json and .pt)."""
+    stored = {p: json.loads(p.read_text()) for p in sorted(REPO_RESULTS.glob("*.json"))}
+    results = {p: r for p, r in stored.items() if isinstance(r, dict) and "spec" in r and "key" in r}
     assert len(results) >= 50
-    for r in results:
+    for path, r in results.items():
         assert runs.spec_from_dict(r["spec"]).config_dict() == r["spec"], r["name"]
+        assert path.stem == f"{runs.slug(r['name'])}-{r['key']}", path.name
+        assert path.with_suffix(".pt").is_file(), path.name
 
 
 def test_a_run_stored_on_another_copy_of_the_data_is_read_when_allowed(cifar, results_home, monkeypatch):
