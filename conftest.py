@@ -10,3 +10,13 @@ import os
 
 os.environ["KDBOOK_PROFILE"] = "quick"
 os.environ["KDBOOK_WIDGETS"] = "0"
+
+# Under pytest-xdist (pyproject.toml's addopts start two workers) every worker and the
+# notebook kernels it starts compute on one thread: two single-threaded processes keep two
+# cores busier than one process with two threads, most of whose work (Python, sympy, small
+# convolutions) does not split across threads.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ["OMP_NUM_THREADS"] = "1"
+    import torch
+
+    torch.set_num_threads(1)

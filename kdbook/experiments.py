@@ -48,7 +48,7 @@ class Scale:
 
 SCALES = {
     # quick: a check that the code runs (the suite runs every chapter in it), not evidence
-    "quick": Scale(train_per_class=100, test_per_class=50, epochs=4, seeds=(0, 1)),
+    "quick": Scale(train_per_class=100, test_per_class=50, epochs=3, seeds=(0, 1)),
     "full": Scale(train_per_class=None, test_per_class=None, epochs=15, seeds=(0, 1, 2)),
 }
 STUDENT_LR = 0.1  # peak learning rate of the students (SGD, Nesterov, batch 256)

@@ -260,8 +260,9 @@ BAD_INPUTS = [
     ({"labels": [0, 1, 2, 3]}, TypeError, "labels"),
     ({"student_logits": torch.randn(4)}, ValueError, "student_logits"),  # 1-D
     ({"student_logits": torch.randn(4, 5, 2)}, ValueError, "student_logits"),  # 3-D
-    ({"student_logits": torch.randn(4, 1), "teacher_logits": torch.randn(4, 1),
-      "labels": torch.zeros(4, dtype=torch.int64)}, ValueError, "student_logits"),  # one class
+    # one class (fixed values: a random sign would change the test id from one process to another)
+    ({"student_logits": torch.tensor([[0.5], [-1.0], [2.0], [0.0]]), "teacher_logits": torch.tensor([[1.0], [-0.5], [0.0], [3.0]]),
+      "labels": torch.zeros(4, dtype=torch.int64)}, ValueError, "student_logits"),
     ({"student_logits": torch.ones(4, 5, dtype=torch.int64)}, TypeError, "student_logits"),
     ({"student_logits": [[0.0] * 5] * 4}, TypeError, "student_logits"),
     ({"student_logits": np.zeros((4, 5), np.float32)}, TypeError, "student_logits"),
