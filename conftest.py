@@ -20,3 +20,21 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     import torch
 
     torch.set_num_threads(1)
+
+
+# Each test file runs whole on one worker (``--dist loadfile``), the files handed out in the
+# order collected (``--no-loadscope-reorder``). The longest notebooks go first (measured with
+# ``--durations``: their training runs take most of the suite), so that at the end the short
+# files fill the gaps instead of one worker finishing a long notebook alone.
+SLOWEST_NOTEBOOKS = ("variants", "hyperparameters", "formulation", "beyond_hinton", "little_labels", "distilling")
+
+
+def _run_order(item) -> tuple[int, int]:
+    if item.path.suffix != ".ipynb":
+        return (1, 0)
+    stem = item.path.stem
+    return (0, SLOWEST_NOTEBOOKS.index(stem) if stem in SLOWEST_NOTEBOOKS else len(SLOWEST_NOTEBOOKS))
+
+
+def pytest_collection_modifyitems(config, items):
+    items.sort(key=_run_order)  # stable: a notebook's cells, and the test files, keep their order
