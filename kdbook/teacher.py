@@ -142,15 +142,16 @@ def describe_teacher(provenance: dict) -> str:
 # -----------------------------------------------------------------------------
 # A stand-in when the shipped teacher is absent (quick runs before it was trained).
 
-# 1,000 images for 6 epochs: under 20 s on a 2-core CPU (10 epochs took about 30 s, 200 per
-# class for 12 epochs 1.5 minutes), for a stand-in that only has to be better than the quick
-# students; the quick profile trains two of them (with and without label smoothing).
+# 1,000 images for 6 epochs: 42 s on one thread of this book's 2-core CPU (10 epochs took
+# 29 s on both threads, 200 per class for 12 epochs 1.5 minutes), for a stand-in that only has
+# to be better than the quick students; the quick profile trains two of them (with and
+# without label smoothing).
 STANDIN = dict(width=32, depth=2, per_class=100, epochs=6, lr=0.05, batch_size=128, seed=0)
 
 
 def standin_teacher(cifar: CIFAR10 | None = None, device=None, label_smoothing: float = 0.0, *,
                     train_if_missing: bool = True) -> tuple[nn.Module, dict]:
-    """A small CNN trained on a 100-per-class subset (under 20 s on a 2-core CPU), cached
+    """A small CNN trained on a 100-per-class subset (well under a minute on a CPU), cached
     (``train_if_missing=False``: ``FileNotFoundError`` instead of training it)."""
     device = torch.device(device) if device is not None else settings.device()
     cifar = cifar or load_cifar10()
