@@ -23,17 +23,24 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 
 
 # Each test file runs whole on one worker (``--dist loadfile``), the files handed out in the
-# order collected (``--no-loadscope-reorder``). The longest notebooks go first (measured with
-# ``--durations``: their training runs take most of the suite), so that at the end the short
-# files fill the gaps instead of one worker finishing a long notebook alone.
-SLOWEST_NOTEBOOKS = ("variants", "hyperparameters", "formulation", "beyond_hinton", "little_labels", "distilling")
+# order collected (``--no-loadscope-reorder``): pytest-xdist gives the first file to worker
+# 1, the second to worker 2, queues the third and fourth behind them, and then hands each
+# next file to whichever worker runs short. The order, measured with ``--durations``:
+# - the longest notebook first (its training runs take most of the suite);
+# - on worker 2, two files that read no data (the site's browser test, the student copies:
+#   about 70 s), while worker 1 decodes CIFAR-10 and computes the book teacher's outputs
+#   once; started together, both workers decoded and computed the same files at the same
+#   time;
+# - then the other long notebooks, so that at the end the short files fill the gaps
+#   instead of one worker finishing a long notebook alone.
+RUN_FIRST = ("book/variants.ipynb", "tests/test_site.py", "book/formulation.ipynb", "tests/test_student.py",
+             "book/hyperparameters.ipynb", "book/beyond_hinton.ipynb", "book/little_labels.ipynb",
+             "book/distilling.ipynb")
 
 
-def _run_order(item) -> tuple[int, int]:
-    if item.path.suffix != ".ipynb":
-        return (1, 0)
-    stem = item.path.stem
-    return (0, SLOWEST_NOTEBOOKS.index(stem) if stem in SLOWEST_NOTEBOOKS else len(SLOWEST_NOTEBOOKS))
+def _run_order(item) -> int:
+    path = item.path.relative_to(item.config.rootpath).as_posix()
+    return RUN_FIRST.index(path) if path in RUN_FIRST else len(RUN_FIRST)
 
 
 def pytest_collection_modifyitems(config, items):

@@ -381,9 +381,10 @@ def distillation_teacher(spec: RunSpec, data: RunData, cifar: CIFAR10, teacher: 
 
 def pseudo_labels(teacher: nn.Module, images: Tensor, device) -> Tensor:
     """The teacher's hard predictions on the (unaugmented) images, from its table of outputs
-    (computed once per teacher and images): self-training's labels, and the predictions
-    every run's agreement with the book's teacher is measured against."""
-    table = cached_teacher(teacher, images, name="argmax", device=device)
+    (computed once per teacher and images, the table KD looks up for the same images):
+    self-training's labels, and the predictions every run's agreement with the book's
+    teacher is measured against."""
+    table = cached_teacher(teacher, images, name=fingerprint_name(teacher), device=device)
     return table.logits[:, 0].argmax(1).cpu()
 
 
