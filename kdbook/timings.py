@@ -200,7 +200,8 @@ def table(gpu_check: Path | None = None, gpu: GpuModel = T4, chapters=None) -> s
         [(r.what, f"{r.stored} of {r.planned}", duration(r.cpu_s) if r.stored else "not yet run",
           duration(r.gpu_s) + (" (measured)" if r.gpu_measured else "")) for r in rows])
     notes = (f"CPU: the wall time recorded with each stored full-profile run (data preparation, teacher "
-             f"outputs, training and evaluation), summed; measured on {'; '.join(devices) or 'no device yet'}. "
+             f"outputs, training and evaluation), summed; measured on {'; '.join(devices) or 'no device yet'}; "
+             f"a run that shared the CPU with other jobs, or was paused, recorded the longer time. "
              f"GPU: {gpu.basis()}, for every planned run.")
     return body + "\n\n" + notes + "\n"
 
