@@ -146,7 +146,7 @@ def describe_teacher(provenance: dict) -> str:
 # students (about 20% test accuracy); the quick profile trains two of them (with and without
 # label smoothing). Widths 24-48-96, two convolutions per stage: 34 s on one thread of this
 # book's 2-core CPU, test accuracy 0.330, where widths 32-64-128 took 47 s for 0.337 (and
-# one convolution per stage, 20 s for 0.274).
+# one convolution per stage, 20 s for 0.274); each timed with another job on the other core.
 STANDIN = dict(width=24, depth=2, per_class=100, epochs=6, lr=0.05, batch_size=128, seed=0, channels_last=True)
 
 
