@@ -39,7 +39,7 @@ RUN_FIRST = ("book/variants.ipynb", "tests/test_site.py", "book/formulation.ipyn
 
 
 def _run_order(item) -> int:
-    path = item.path.relative_to(item.config.rootpath).as_posix()
+    path = item.nodeid.split("::")[0]  # the file, relative to the repository root
     return RUN_FIRST.index(path) if path in RUN_FIRST else len(RUN_FIRST)
 
 
