@@ -229,6 +229,16 @@ def test_plans_share_runs_through_the_cache_key():
     assert all(s.train_per_class == ex.SCALES["quick"].train_per_class for s in quick)
 
 
+def test_quick_grid_is_a_corner_of_the_full_grid_with_the_cells_the_chapter_reads():
+    assert ex.grid_axes("full") == (ex.TEMPERATURES, ex.ALPHAS)
+    temperatures, alphas = ex.grid_axes("quick")
+    assert set(temperatures) < set(ex.TEMPERATURES) and set(alphas) < set(ex.ALPHAS)
+    # the guideline cells (T = 4 and 8), the default alpha and the lowest one (noisy labels)
+    assert {*ex.GUIDELINE_TEMPERATURES, 4} <= set(temperatures) and {0.5, min(ex.ALPHAS)} <= set(alphas)
+    grid = ex.plan_hyperparameters("quick")["grid"]
+    assert len(grid) == len(temperatures) * len(alphas) < len(ex.plan_hyperparameters("full")["grid"])
+
+
 def test_results_dir_honours_kdbook_results(tmp_path, monkeypatch):
     monkeypatch.setenv("KDBOOK_RESULTS", str(tmp_path / "r"))
     assert settings.results_dir() == tmp_path / "r" and (tmp_path / "r").is_dir()
