@@ -434,6 +434,20 @@ def test_glued_values_are_pasted_without_quotes(site_html, visited):
     assert pasted >= 50
 
 
+def test_markdown_tables_in_outputs_render_as_tables(site_html, visited):
+    """The chapters' result tables (``report.show_table``'s Markdown) are HTML tables on the
+    site, not a paragraph of pipes (CommonMark, myst-nb's default, has no tables)."""
+    tables, raw = 0, {}
+    for page in visited:
+        html = (site_html / page).read_text(encoding="utf-8")
+        tables += html.count("<table")
+        left = re.findall(r"<p>\|[^<]*\|\n\|", html)
+        if left:
+            raw[page] = [t[:60] for t in left[:3]]
+    assert not raw, raw
+    assert tables >= 20
+
+
 def test_screenshots_saved(visited):
     for name in ("intro.png", "formulation.png", "formulation-exercises.png"):
         path = ARTIFACTS / name
