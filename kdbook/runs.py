@@ -254,6 +254,9 @@ def run_key(spec: RunSpec, data_source: str, teacher_fingerprint: str) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+IN_PROGRESS = "in-progress"  # the results folder's subfolder of unfinished runs' checkpoints
+
+
 def slug(name: str) -> str:
     """A run's name as the start of its file names: "KD T=4 alpha=0.5, seed 0" -> "kd-t-4-alpha-0-5-seed-0"."""
     return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")[:60].rstrip("-")
@@ -332,7 +335,9 @@ def _train(spec, key, cifar, device, teacher, teacher_description, progress) -> 
         kd_teacher = distillation_teacher(spec, data, cifar, teacher, device)
     seed_everything(spec.train.seed)
     student = make_student(spec).to(device)
-    checkpoint = settings.subdir("checkpoints") / f"run-{key}.pt"
+    # Beside the results it will become, so that a sweep run with KDBOOK_RESULTS=results can
+    # commit an unfinished run's checkpoint and another machine resumes it.
+    checkpoint = settings.results_dir() / IN_PROGRESS / f"run-{key}.pt"
     history = fit(student, train_loader, spec.train, eval_loader=test_loader, teacher=kd_teacher,
                   checkpoint=checkpoint, eval_every=max(1, spec.train.epochs // CURVE_POINTS),
                   progress=progress)

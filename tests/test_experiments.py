@@ -81,6 +81,25 @@ def test_run_spec_validation(fields, message):
         tiny(**fields)
 
 
+def test_an_interrupted_run_resumes_from_a_checkpoint_beside_its_results(cifar, results_home, monkeypatch):
+    # The checkpoint lives in the results folder, so a sweep committed unfinished resumes elsewhere.
+    spec = tiny(train=TrainConfig(epochs=2, lr=0.05, seed=0))
+    real_fit = runs.fit
+
+    def one_epoch_then_interrupted(*args, **kwargs):
+        real_fit(*args, **kwargs, stop_after=1)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(runs, "fit", one_epoch_then_interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        runs.run(spec, cifar=cifar, progress=False)
+    (checkpoint,) = (results_home / runs.IN_PROGRESS).glob("run-*.pt")
+    assert torch.load(checkpoint, weights_only=False)["epoch"] == 1
+    monkeypatch.setattr(runs, "fit", real_fit)
+    result = runs.run(spec, cifar=cifar, progress=False)
+    assert [e["epoch"] for e in result["history"]] == [1, 2] and not checkpoint.exists()
+
+
 def test_run_key_ignores_the_name_but_not_the_rest():
     a, b = tiny("a"), tiny("b")
     assert runs.run_key(a, "data", "t") == runs.run_key(b, "data", "t")
