@@ -96,8 +96,8 @@ def train_teacher(recipe: TeacherRecipe = RECIPE, *, device=None, stop_after: in
         **settings.provenance(cifar.source, device),
         "autocast": str(settings.autocast_dtype(device)).removeprefix("torch.") if recipe.train.amp else "off",
         "epochs": recipe.train.epochs,
-        "test_accuracy": evaluate(model, test_loader, amp=recipe.train.amp)["accuracy"],
-        "test_accuracy_flip_tta": evaluate(model, test_loader, tta=True, amp=recipe.train.amp)["accuracy"],
+        "test_acc": evaluate(model, test_loader, amp=recipe.train.amp)["acc"],
+        "test_acc_flip_tta": evaluate(model, test_loader, tta=True, amp=recipe.train.amp)["acc"],
         "train_wall_s": sum(e["seconds"] for e in history.epochs),
         "history": history.epochs,
     }
@@ -134,8 +134,8 @@ def load_teacher(device=None, weights_file: Path = WEIGHTS_FILE,
 
 def describe_teacher(provenance: dict) -> str:
     """One line naming the teacher and where its accuracy comes from."""
-    return (f"{provenance['architecture']}: test accuracy {provenance['test_accuracy']:.4f} "
-            f"({provenance['test_accuracy_flip_tta']:.4f} with flip TTA) on {provenance['data']}, "
+    return (f"{provenance['architecture']}: test accuracy {provenance['test_acc']:.4f} "
+            f"({provenance['test_acc_flip_tta']:.4f} with flip TTA) on {provenance['data']}, "
             f"{provenance['epochs']} epochs on {provenance['device']}")
 
 

@@ -364,11 +364,12 @@ def predict_logits(model: nn.Module, loader: TensorLoader, tta: bool = False, am
 
 
 def evaluate(model: nn.Module, loader: TensorLoader, tta: bool = False, amp: bool = False) -> dict[str, float]:
-    """Accuracy and mean cross-entropy over an unshuffled loader."""
+    """``acc`` (accuracy) and ``loss`` (mean cross-entropy) over an unshuffled loader: the
+    vocabulary of every result (``train_acc``, ``test_acc``, ``val_acc``)."""
     logits = predict_logits(model, loader, tta=tta, amp=amp)
     labels = loader.labels.cpu()
     return {
-        "accuracy": float((logits.argmax(1) == labels).float().mean()),
+        "acc": float((logits.argmax(1) == labels).float().mean()),
         "loss": float(F.cross_entropy(logits, labels)),
     }
 
@@ -480,7 +481,7 @@ def fit(
         record = train_epoch(model, train_loader, optimizer, scheduler, config, teacher, progress, scaler=scaler,
                              learned_temperature=learned)
         if eval_loader is not None and ((epoch + 1) % eval_every == 0 or epoch + 1 == config.epochs):
-            record["test_acc"] = evaluate(model, eval_loader, amp=config.amp)["accuracy"]
+            record["test_acc"] = evaluate(model, eval_loader, amp=config.amp)["acc"]
         record.update(epoch=epoch + 1, lr=optimizer.param_groups[0]["lr"], seconds=time.perf_counter() - t0)
         history.epochs.append(record)
         bar.set_postfix({k: f"{record[k]:.3f}" for k in ("loss", "train_acc", "test_acc") if k in record})

@@ -441,11 +441,11 @@ def test_predict_logits_in_loader_order_and_restores_mode(tiny_loaders):
 def test_evaluate(tiny_loaders):
     model = make_student()
     result = evaluate(model, tiny_loaders.test)
-    assert 0.0 <= result["accuracy"] <= 1.0
+    assert 0.0 <= result["acc"] <= 1.0
     assert math.isfinite(result["loss"]) and result["loss"] > 0
     logits = predict_logits(model, tiny_loaders.test)
     labels = tiny_loaders.test.labels
-    assert result["accuracy"] == pytest.approx(float((logits.argmax(1) == labels).float().mean()))
+    assert result["acc"] == pytest.approx(float((logits.argmax(1) == labels).float().mean()))
     assert result["loss"] == pytest.approx(float(nn.functional.cross_entropy(logits, labels)), rel=1e-6)
 
 
