@@ -187,7 +187,7 @@ def standin_teacher(cifar: CIFAR10 | None = None, device=None, label_smoothing: 
         info = {
             "description": (f"stand-in teacher StudentCNN({STANDIN['width']}, {STANDIN['depth']}){smoothing} trained on "
                             f"{10 * STANDIN['per_class']} images of {cifar.source} "
-                            f"(test accuracy {evaluate(model, test)['accuracy']:.3f} on 1,000 test images)"),
+                            f"(test accuracy {evaluate(model, test)['acc']:.3f} on 1,000 test images)"),
             "standin": True,
         }
         with atomic_write(path) as handle:
