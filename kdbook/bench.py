@@ -192,7 +192,7 @@ def run(device: torch.device, steps: int, amp: bool, channels_last: bool) -> dic
         "threads": torch.get_num_threads(),
         "machine": platform.machine(),
         "amp_bfloat16": amp,  # (name kept for stored results) mixed precision on or off
-        "autocast": str(settings.autocast_dtype(device)).removeprefix("torch.") if amp else "off",
+        "autocast": settings.autocast_name(device, amp),
         "channels_last": channels_last,
         "settings": {**BENCH, "steps": steps, "warmup": warm},
         "images_per_second": rates,

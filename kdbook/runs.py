@@ -358,7 +358,8 @@ def _train(spec, key, cifar, device, teacher, teacher_description, progress) -> 
             **settings.provenance(cifar.source, device),
             "wall_s": time.perf_counter() - start, "train_wall_s": sum(e["seconds"] for e in history.epochs),
             "teacher": teacher_description,
-            "autocast": str(settings.autocast_dtype(device)).removeprefix("torch.") if spec.train.amp else "off",
+            "autocast": settings.autocast_name(device, spec.train.amp),
+            **machines(history.epochs),
         },
     }
     # The student's weights (half precision, tens of kB): later runs may use it as a teacher.
@@ -368,6 +369,24 @@ def _train(spec, key, cifar, device, teacher, teacher_description, progress) -> 
         handle.write(json.dumps(result, indent=1).encode())
     checkpoint.unlink(missing_ok=True)  # the result supersedes it
     return result
+
+
+def machines(epochs: list[dict]) -> dict[str, str]:
+    """For a run whose epochs ran on more than one device or precision (resumed on another
+    machine): its "device" and "autocast", each stretch of epochs named, e.g. "cpu (1 threads,
+    x86_64, AVX512), bfloat16, epochs 1-9; cpu (2 threads, x86_64, AVX2), float32, epochs
+    10-15". Empty for a run on one machine (the finishing machine's record says it all)."""
+    stretches: list[list] = []
+    for e in epochs:
+        where = (e.get("device", "not recorded"), e.get("autocast", "not recorded"))
+        if stretches and stretches[-1][0] == where:
+            stretches[-1][2] = e["epoch"]
+        else:
+            stretches.append([where, e["epoch"], e["epoch"]])
+    if len(stretches) < 2:
+        return {}
+    return {"device": "; ".join(f"{d}, {a}, epochs {first}-{last}" for (d, a), first, last in stretches),
+            "autocast": "/".join(dict.fromkeys(a for (_, a), _, _ in stretches))}
 
 
 def distillation_teacher(spec: RunSpec, data: RunData, cifar: CIFAR10, teacher: nn.Module, device):

@@ -86,6 +86,12 @@ def autocast_dtype(dev: torch.device | str | None = None) -> torch.dtype:
     raise ValueError(f"device type {dev.type!r} has no autocast policy here; allowed: 'cpu', 'cuda'")
 
 
+def autocast_name(dev: torch.device | str | None, amp: bool) -> str:
+    """What a run with ``amp`` computes in on ``dev``: "bfloat16", "float16", "float32" (a CPU
+    without native bfloat16) or "off" (no autocast)."""
+    return str(autocast_dtype(dev)).removeprefix("torch.") if amp else "off"
+
+
 def describe_device(dev: torch.device | str | None = None) -> str:
     """A short human description, e.g. ``cpu (2 threads, x86_64, AVX2)`` or ``cuda (NVIDIA H200)``.
 

@@ -94,7 +94,7 @@ def train_teacher(recipe: TeacherRecipe = RECIPE, *, device=None, stop_after: in
         "recipe": asdict(recipe),
         "recipe_key": recipe.key(),
         **settings.provenance(cifar.source, device),
-        "autocast": str(settings.autocast_dtype(device)).removeprefix("torch.") if recipe.train.amp else "off",
+        "autocast": settings.autocast_name(device, recipe.train.amp),
         "epochs": recipe.train.epochs,
         "test_acc": evaluate(model, test_loader, amp=recipe.train.amp)["acc"],
         "test_acc_flip_tta": evaluate(model, test_loader, tta=True, amp=recipe.train.amp)["acc"],

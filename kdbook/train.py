@@ -467,7 +467,8 @@ def fit(
         learned.to(next(model.parameters()).device)
     optimizer = make_optimizer(model if learned is None else nn.ModuleList([model, learned]), config)
     scheduler = make_scheduler(optimizer, len(train_loader), config)
-    scaler = grad_scaler(next(model.parameters()).device, config)
+    device = next(model.parameters()).device
+    scaler = grad_scaler(device, config)
     history, start = History(), 0
     path = Path(checkpoint) if checkpoint is not None else None
     if path is not None and path.exists():
@@ -482,7 +483,9 @@ def fit(
                              learned_temperature=learned)
         if eval_loader is not None and ((epoch + 1) % eval_every == 0 or epoch + 1 == config.epochs):
             record["test_acc"] = evaluate(model, eval_loader, amp=config.amp)["acc"]
-        record.update(epoch=epoch + 1, lr=optimizer.param_groups[0]["lr"], seconds=time.perf_counter() - t0)
+        # Where each epoch ran: a run resumed on another machine (or in another precision) says so.
+        record.update(epoch=epoch + 1, lr=optimizer.param_groups[0]["lr"], seconds=time.perf_counter() - t0,
+                      device=settings.describe_device(device), autocast=settings.autocast_name(device, config.amp))
         history.epochs.append(record)
         bar.set_postfix({k: f"{record[k]:.3f}" for k in ("loss", "train_acc", "test_acc") if k in record})
         if path is not None:

@@ -98,6 +98,17 @@ def test_an_interrupted_run_resumes_from_a_checkpoint_beside_its_results(cifar, 
     monkeypatch.setattr(runs, "fit", real_fit)
     result = runs.run(spec, cifar=cifar, progress=False)
     assert [e["epoch"] for e in result["history"]] == [1, 2] and not checkpoint.exists()
+    # Both halves ran here: the record names one device, the one every epoch names.
+    assert {e["device"] for e in result["history"]} == {result["provenance"]["device"]}
+
+
+def test_a_run_resumed_on_another_machine_names_each_stretch_of_epochs():
+    epochs = [dict(epoch=1, device="cpu A", autocast="bfloat16"), dict(epoch=2, device="cpu A", autocast="bfloat16"),
+              dict(epoch=3, device="cpu B", autocast="float32")]
+    assert runs.machines(epochs) == {"device": "cpu A, bfloat16, epochs 1-2; cpu B, float32, epochs 3-3",
+                                     "autocast": "bfloat16/float32"}
+    assert runs.machines(epochs[:2]) == {}  # one machine: its own record says it all
+    assert runs.machines([dict(epoch=1), *epochs[2:]])["device"].startswith("not recorded, not recorded, epochs 1-1")
 
 
 def test_run_key_ignores_the_name_but_not_the_rest():
