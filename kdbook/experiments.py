@@ -23,6 +23,7 @@ from kdbook.runs import (  # noqa: F401  (the engine, as the chapters call it: e
     check_runs,
     fingerprint_name,
     load_student,
+    progress_of,
     resolve_teacher,
     run,
     run_all,
@@ -356,7 +357,8 @@ def main(argv=None) -> None:
     parser.add_argument("chapter", choices=[*PLANS, "all"])
     parser.add_argument("--profile", choices=settings.PROFILES, default=None,
                         help="quick or full (default: KDBOOK_PROFILE, else full with CUDA, quick without)")
-    parser.add_argument("--list", action="store_true", help="list the runs of the plan (names only; nothing is trained)")
+    parser.add_argument("--list", action="store_true",
+                        help="list the runs of the plan and where each stands (stored, epochs done...); trains nothing")
     args = parser.parse_args(argv)
     if args.profile:
         os.environ["KDBOOK_PROFILE"] = args.profile
@@ -366,8 +368,9 @@ def main(argv=None) -> None:
         specs = flatten(PLANS[chapter]())
         print(f"{chapter}: {len(specs)} runs, profile {settings.profile()}, results in {settings.results_dir()}")
         if args.list:
+            fingerprints = {}
             for s in specs:
-                print(f"  {s.name}")
+                print(f"  {s.name}: {progress_of(s, cifar=cifar, fingerprints=fingerprints)}")
             continue
         with settings.Stopwatch(cifar.source) as clock:
             run_all(specs, cifar=cifar)

@@ -321,6 +321,30 @@ def stored(spec: RunSpec, *, cifar: CIFAR10 | None = None, device=None,
     return None
 
 
+def checkpoint_file(key: str) -> Path:
+    """The checkpoint of an unfinished run: beside the results it will become, so that a sweep
+    run with KDBOOK_RESULTS=results can commit it and another machine resumes it."""
+    return settings.results_dir() / IN_PROGRESS / f"run-{key}.pt"
+
+
+def progress_of(spec: RunSpec, *, cifar: CIFAR10, device=None, fingerprints: dict | None = None) -> str:
+    """Where ``spec`` stands, for a sweep's listing (trains nothing): "stored", "epoch k of n
+    done" (a checkpoint in the results folder's in-progress/), "not started", or "waits for its
+    teacher" (a teacher run or trained teacher not stored yet)."""
+    device = torch.device(device) if device is not None else settings.device()
+    if stored(spec, cifar=cifar, device=device, fingerprints=fingerprints) is not None:
+        return "stored"
+    try:
+        teacher, _ = resolve_teacher(spec, cifar, device, train=False)
+    except (LookupError, FileNotFoundError):
+        return "waits for its teacher"
+    checkpoint = checkpoint_file(run_key(spec, cifar.source, weights_fingerprint(teacher) if teacher else "none"))
+    if not checkpoint.exists():
+        return "not started"
+    epoch = torch.load(checkpoint, map_location="cpu", weights_only=False)["epoch"]
+    return f"epoch {epoch} of {spec.train.epochs} done"
+
+
 def _train(spec, key, cifar, device, teacher, teacher_description, progress) -> dict:
     start = time.perf_counter()
     data = run_data(spec, cifar)
@@ -335,9 +359,7 @@ def _train(spec, key, cifar, device, teacher, teacher_description, progress) -> 
         kd_teacher = distillation_teacher(spec, data, cifar, teacher, device)
     seed_everything(spec.train.seed)
     student = make_student(spec).to(device)
-    # Beside the results it will become, so that a sweep run with KDBOOK_RESULTS=results can
-    # commit an unfinished run's checkpoint and another machine resumes it.
-    checkpoint = settings.results_dir() / IN_PROGRESS / f"run-{key}.pt"
+    checkpoint = checkpoint_file(key)
     history = fit(student, train_loader, spec.train, eval_loader=test_loader, teacher=kd_teacher,
                   checkpoint=checkpoint, eval_every=max(1, spec.train.epochs // CURVE_POINTS),
                   progress=progress)

@@ -94,12 +94,13 @@ def test_an_interrupted_run_resumes_from_a_checkpoint_beside_its_results(cifar, 
     with pytest.raises(KeyboardInterrupt):
         runs.run(spec, cifar=cifar, progress=False)
     (checkpoint,) = (results_home / runs.IN_PROGRESS).glob("run-*.pt")
-    assert torch.load(checkpoint, weights_only=False)["epoch"] == 1
+    assert runs.progress_of(spec, cifar=cifar) == "epoch 1 of 2 done"
     monkeypatch.setattr(runs, "fit", real_fit)
     result = runs.run(spec, cifar=cifar, progress=False)
     assert [e["epoch"] for e in result["history"]] == [1, 2] and not checkpoint.exists()
     # Both halves ran here: the record names one device, the one every epoch names.
     assert {e["device"] for e in result["history"]} == {result["provenance"]["device"]}
+    assert runs.progress_of(spec, cifar=cifar) == "stored"
 
 
 def test_a_run_resumed_on_another_machine_names_each_stretch_of_epochs():
@@ -399,7 +400,7 @@ def test_the_command_line_lists_a_plan_without_training(monkeypatch, capsys, res
     ex.main(["unseen-class", "--profile", "quick", "--list"])
     out = capsys.readouterr().out
     assert "unseen-class: 4 runs, profile quick" in out
-    assert "no cats, KD T=4 alpha=0.5, seed 1" in out
+    assert "  no cats, KD T=4 alpha=0.5, seed 1: not started" in out
     with pytest.raises(SystemExit):
         ex.main(["no-such-chapter"])
 
