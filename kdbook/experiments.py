@@ -196,11 +196,10 @@ LS_TEACHER_TEMPERATURES = (1.0, 2.0)
 
 
 def plan_variants(profile: str | None = None) -> dict[str, list[RunSpec]]:
-    """Chapter "Variants": self-training, born-again networks, label smoothing, LS teachers."""
-    prof = profile or settings.profile()
-    sc = scale(prof)
+    """Chapter "Variants": self-training, born-again networks, label smoothing, LS teachers
+    (the book's teacher and its label-smoothing twin, both shipped, in every profile)."""
+    sc = scale(profile)
     seeds = sc.seeds[:3]
-    teacher, ls_teacher_name = ("book", "book-ls") if prof == "full" else ("standin", "standin-ls")
     self_training = [spec(f"self-training, seed {s}", sc, s, teacher="book", targets="teacher-argmax")
                      for s in seeds]
     label_smoothing = [spec(f"label smoothing 0.1, seed {s}", sc, s, train=dict(label_smoothing=0.1))
@@ -211,11 +210,11 @@ def plan_variants(profile: str | None = None) -> dict[str, list[RunSpec]]:
                                 train=kd(T=1.0, alpha=0.0)))
     teachers = []
     for s in seeds:
-        teachers.append(spec(f"KD from teacher without LS, seed {s}", sc, s, teacher=teacher, train=kd()))
-        teachers.append(spec(f"KD from teacher with LS, seed {s}", sc, s, teacher=ls_teacher_name, train=kd()))
+        teachers.append(spec(f"KD from teacher without LS, seed {s}", sc, s, teacher="book", train=kd()))
+        teachers.append(spec(f"KD from teacher with LS, seed {s}", sc, s, teacher="book-ls", train=kd()))
     # The LS-teacher verdict at lower temperatures (T = 4 is in ``teachers``).
     teachers_by_t = [spec(f"KD T={T:g} from teacher {'with' if ls else 'without'} LS, seed {s}", sc, s,
-                          teacher=ls_teacher_name if ls else teacher, train=kd(T))
+                          teacher="book-ls" if ls else "book", train=kd(T))
                      for T in LS_TEACHER_TEMPERATURES for s in seeds for ls in (True, False)]
     return {"self_training": self_training, "label_smoothing": label_smoothing,
             "born_again": generations, "ls_teacher": teachers, "ls_teacher_by_t": teachers_by_t}

@@ -259,8 +259,8 @@ def _ls_teacher(T: float):
         plan = experiments.plan_variants()
         specs = [s for s in plan["ls_teacher"] + plan["ls_teacher_by_t"] if s.train.temperature == T]
         runs = _runs(specs, get)
-        plain = [r for r in runs if r["spec"]["teacher"] in ("book", "standin")]
-        smoothed = [r for r in runs if r["spec"]["teacher"] in ("book-ls", "standin-ls")]
+        plain = [r for r in runs if r["spec"]["teacher"] == "book"]
+        smoothed = [r for r in runs if r["spec"]["teacher"] == "book-ls"]
         return compare(f"ls-teacher-T{T:g}", "variants",
                        f"at T = {T:g}, a teacher trained with label smoothing distils worse than the plain teacher",
                        plain, smoothed, predicted_sign=-1)

@@ -38,7 +38,7 @@ from kdbook.train import (ADDED_SETTINGS, DISTILLATION_METHODS, UNLABELLED, Onli
                           key_fields, predict_logits, seed_everything)
 from kdbook.unseen_class import omitted_class_metrics
 
-TEACHERS = ("none", "book", "book-ls", "standin", "standin-ls")
+TEACHERS = ("none", "book", "book-ls", "standin")
 TARGETS = ("labels", "teacher-argmax")
 TEACHER_VIEWS = ("cached", "online")
 NUM_CLASSES = len(CLASSES)
@@ -64,8 +64,8 @@ class RunSpec:
     labelled_fraction: float | None = None  # fraction of each class whose label is used; None: all
     train_on_unlabelled: bool = False  # KD only: the unlabelled rest gets the soft term
     label_noise: float = 0.0  # symmetric: this fraction of labels moved to a random other class
-    # "book": the book's teacher; "book-ls": the same recipe with label smoothing 0.1;
-    # "standin"/"standin-ls": the small quick-profile stand-ins, without/with label smoothing
+    # "book": the book's teacher; "book-ls": the same recipe with label smoothing 0.1 (both
+    # shipped with the package); "standin": the small stand-in for a missing book teacher
     teacher: str = "none"
     teacher_run: "RunSpec | None" = None  # a previous run's student as teacher (born-again)
     targets: str = "labels"  # "teacher-argmax": train on the teacher's hard predictions
@@ -228,7 +228,6 @@ def resolve_teacher(spec: RunSpec, cifar: CIFAR10, device, *, train: bool = True
         "book": lambda: available_teacher(cifar, device, train_if_missing=train),
         "book-ls": lambda: ls_teacher(cifar, device, train_if_missing=train),
         "standin": lambda: standin_teacher(cifar, device, train_if_missing=train),
-        "standin-ls": lambda: standin_teacher(cifar, device, label_smoothing=0.1, train_if_missing=train),
     }[spec.teacher]()
     return model, info["description"]
 

@@ -143,21 +143,19 @@ def describe_teacher(provenance: dict) -> str:
 # A stand-in when the shipped teacher is absent (quick runs before it was trained).
 
 # 1,000 images for 6 epochs, for a stand-in that only has to be better than the quick
-# students (about 20% test accuracy); the quick profile trains two of them (with and without
-# label smoothing). Widths 16-32-64, two convolutions per stage: 21 s and 17 s (with label
-# smoothing) on one thread of this book's 2-core CPU, test accuracy 0.315 and 0.333, where
-# widths 24-48-96 took 34 s for 0.330 and 0.338 (and 32-64-128, 47 s for 0.337); each
-# timed with another job on the other core.
+# students (about 20% test accuracy). Widths 16-32-64, two convolutions per stage: 21 s on
+# one thread of this book's 2-core CPU, test accuracy 0.315, where widths 24-48-96 took 34 s
+# for 0.330 (and 32-64-128, 47 s for 0.337); each timed with another job on the other core.
 STANDIN = dict(width=16, depth=2, per_class=100, epochs=6, lr=0.05, batch_size=128, seed=0, channels_last=True)
 
 
-def standin_teacher(cifar: CIFAR10 | None = None, device=None, label_smoothing: float = 0.0, *,
+def standin_teacher(cifar: CIFAR10 | None = None, device=None, *,
                     train_if_missing: bool = True) -> tuple[nn.Module, dict]:
     """A small CNN trained on a 100-per-class subset (well under a minute on a CPU), cached
     (``train_if_missing=False``: ``FileNotFoundError`` instead of training it)."""
     device = torch.device(device) if device is not None else settings.device()
     cifar = cifar or load_cifar10()
-    settings_ = {**STANDIN, "data": cifar.source, "label_smoothing": label_smoothing}
+    settings_ = {**STANDIN, "data": cifar.source}
     key = hashlib.sha256(json.dumps(settings_, sort_keys=True).encode()).hexdigest()[:12]
     path = settings.subdir("checkpoints") / f"standin-teacher-{key}.pt"
 
@@ -181,11 +179,10 @@ def standin_teacher(cifar: CIFAR10 | None = None, device=None, label_smoothing: 
         test_idx = stratified_subset(cifar.test_labels, per_class=100, seed=0)
         train, test = _loaders(cifar, STANDIN["batch_size"], device, 0, train_idx, test_idx)
         config = TrainConfig(epochs=STANDIN["epochs"], lr=STANDIN["lr"], seed=STANDIN["seed"],
-                             channels_last=STANDIN["channels_last"], label_smoothing=label_smoothing)
+                             channels_last=STANDIN["channels_last"])
         fit(model, train, config, progress=False)
-        smoothing = f" with label smoothing {label_smoothing:g}" if label_smoothing else ""
         info = {
-            "description": (f"stand-in teacher StudentCNN({STANDIN['width']}, {STANDIN['depth']}){smoothing} trained on "
+            "description": (f"stand-in teacher StudentCNN({STANDIN['width']}, {STANDIN['depth']}) trained on "
                             f"{10 * STANDIN['per_class']} images of {cifar.source} "
                             f"(test accuracy {evaluate(model, test)['acc']:.3f} on 1,000 test images)"),
             "standin": True,
@@ -215,12 +212,21 @@ def ls_recipe() -> TeacherRecipe:
     return dataclasses.replace(RECIPE, train=dataclasses.replace(RECIPE.train, label_smoothing=LS_EPSILON))
 
 
-def ls_teacher(cifar: CIFAR10 | None = None, device=None, *, train_if_missing: bool = True) -> tuple[nn.Module, dict]:
-    """The book's teacher recipe trained with label smoothing 0.1, kept in the results folder.
+def ls_teacher_file() -> Path:
+    """The label-smoothing teacher's weights: shipped with the package (``kdbook/weights``,
+    like the book's teacher), or else trained here into the results folder."""
+    name = f"teacher-ls-{ls_recipe().key()}.pt"
+    shipped = WEIGHTS_DIR / name
+    return shipped if shipped.exists() else settings.results_dir() / name
 
-    Training it takes as long as the book's teacher (a resumable run)."""
+
+def ls_teacher(cifar: CIFAR10 | None = None, device=None, *, train_if_missing: bool = True) -> tuple[nn.Module, dict]:
+    """The book's teacher recipe trained with label smoothing 0.1 (:func:`ls_teacher_file`).
+
+    Training it, where its weights are missing, takes as long as the book's teacher (a
+    resumable run)."""
     recipe = ls_recipe()
-    weights = settings.results_dir() / f"teacher-ls-{recipe.key()}.pt"
+    weights = ls_teacher_file()
     provenance_file = weights.with_suffix(".json")
     if not weights.exists():
         if not train_if_missing:

@@ -37,7 +37,7 @@ from kdbook.experiments import PLANS, flatten
 from kdbook.models import StudentCNN, TeacherNet
 from kdbook.report import markdown_table
 from kdbook.runs import RunSpec
-from kdbook.teacher import PROVENANCE_FILE, RECIPE, TeacherRecipe, ls_recipe
+from kdbook.teacher import PROVENANCE_FILE, RECIPE, TeacherRecipe, ls_recipe, ls_teacher_file
 
 IMAGES_PER_CLASS, CLASSES = 5000, 10  # CIFAR-10's training set
 
@@ -156,8 +156,8 @@ def teacher_rows(results: Path, gpu: GpuModel = T4, shipped: Path = PROVENANCE_F
     rows = []
     for what, record, recipe in (
         ("the book's teacher (shipped with the package; used by every chapter)", Path(shipped), RECIPE),
-        ("the label-smoothing teacher (variants; stored in results/)",
-         Path(results) / f"teacher-ls-{ls_recipe().key()}.json", ls_recipe()),
+        ("the label-smoothing teacher (shipped with the package; variants, statistical view)",
+         ls_teacher_file().with_suffix(".json"), ls_recipe()),
     ):
         cpu = json.loads(record.read_text())["train_wall_s"] if record.exists() else 0.0
         rows.append(Row(what, int(record.exists()), 1, cpu, teacher_gpu_seconds(recipe, gpu)))
