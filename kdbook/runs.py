@@ -337,7 +337,8 @@ def progress_of(spec: RunSpec, *, cifar: CIFAR10, device=None, fingerprints: dic
         teacher, _ = resolve_teacher(spec, cifar, device, train=False)
     except (LookupError, FileNotFoundError):
         return "waits for its teacher"
-    checkpoint = checkpoint_file(run_key(spec, cifar.source, weights_fingerprint(teacher) if teacher is not None else "none"))
+    fingerprint = weights_fingerprint(teacher) if teacher is not None else "none"
+    checkpoint = checkpoint_file(run_key(spec, cifar.source, fingerprint))
     if not checkpoint.exists():
         return "not started"
     epoch = torch.load(checkpoint, map_location="cpu", weights_only=False)["epoch"]
