@@ -192,6 +192,21 @@ def test_cached_teacher_equals_online_teacher_without_augmentation(cifar):
     _assert_close_runs(online_run, cached_run)
 
 
+def test_an_online_teacher_computes_as_the_cache_does_whatever_the_runs_autocast(cifar):
+    """The fixed and the consistent teacher differ only in the view: an online teacher gives,
+    under a run's bfloat16 autocast, the float32 logits the cached table holds for the image."""
+    from kdbook.soft_labels import compute_teacher_logits
+
+    images = cifar.train_images[:16]
+    batch = next(iter(TensorLoader(images, cifar.train_labels[:16], 16)))  # in order, not augmented
+    teacher = make_teacher().eval()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        online = OnlineTeacher(teacher)(batch)
+    table = compute_teacher_logits(teacher, images, device="cpu")  # the same batch, layout and precision
+    assert online.dtype == torch.float32
+    assert torch.equal(online, table[:, 0])  # same arithmetic, same machine: the same bits
+
+
 def test_cached_teacher_indexed_by_full_positions_for_a_subset_loader(cifar):
     """With ``indices=``, batch.indices are positions in the full array, so the cached
     table is indexed by those: scatter predict_logits' rows (in loader order) into it."""
