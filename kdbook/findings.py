@@ -128,9 +128,18 @@ def compare(id: str, chapter: str, claim: str, a: Sequence[dict], b: Sequence[di
     if sorted(runs_a) != sorted(runs_b):
         raise ValueError(f"{id}: the arms must share their seeds, got {sorted(runs_a)} and {sorted(runs_b)}")
     seeds = sorted(runs_a)
-    estimate, ci = paired([measure(runs_a[s]) for s in seeds], [measure(runs_b[s]) for s in seeds])
-    return Finding(id, chapter, claim, estimate, ci, len(seeds), verdict(ci, len(seeds), predicted_sign),
-                   "paired by seed, t interval", tuple(r["key"] for r in [*a, *b]))
+    return compare_pairs(id, chapter, claim, [(runs_a[s], runs_b[s]) for s in seeds], predicted_sign, measure,
+                         "paired by seed, t interval")
+
+
+def compare_pairs(id: str, chapter: str, claim: str, pairs: Sequence[tuple[dict, dict]], predicted_sign: int = 1,
+                  measure: Callable[[dict], float] = accuracy, method: str = "paired, t interval") -> Finding:
+    """The finding "b differs from a with sign ``predicted_sign``" from ``(a, b)`` pairs of
+    runs that belong together (the same seed; or, in a born-again chain, teacher and
+    descendant), one pair per independent replicate."""
+    estimate, ci = paired([measure(a) for a, _ in pairs], [measure(b) for _, b in pairs])
+    return Finding(id, chapter, claim, estimate, ci, len(pairs), verdict(ci, len(pairs), predicted_sign),
+                   method, tuple(r["key"] for pair in zip(*pairs) for r in pair))
 
 
 def contrast(id: str, chapter: str, claim: str, arms: dict[str, Sequence[dict]],
@@ -387,6 +396,31 @@ def _born_again_chain(get) -> Finding:
     return single_seed("born-again-same-seed-chain", "variants",
                        "a born-again generation (T = 1, alpha = 0, same seed as its teacher, the 24k-parameter "
                        "student) beats generation 0", [gens[0]], [gens[-1]], seed_noise(get))
+
+
+def _born_again(variant: str, generation: int):
+    """Generation ``generation`` of each chain against that chain's generation 0, paired by
+    chain (each generation has its own seed, so the runs pair by descent, not by seed)."""
+    def compute(get) -> Finding:
+        from kdbook import experiments
+        plan = experiments.plan_born_again()
+        first = _runs(plan["generation_0"], get)
+        per_chain = experiments.BAN_GENERATIONS
+        later = _runs(plan[variant][generation - 1::per_chain], get)  # generation g of chains 0, 1, 2...
+        loss = ("the previous generation's outputs only (BAN)" if variant == "ban"
+                else "the previous generation's outputs and the labels, alpha = 0.5 (BAN+L)")
+        id = "born-again" + ("-labels" if variant == "ban_labels" else "") + (f"-gen{generation}" if generation > 1 else "")
+        return compare_pairs(id, "variants",
+                             f"born-again generation {generation}, distilled at T = 1 from {loss} with its own seed, "
+                             "beats generation 0 of its chain (the 290k-parameter student trained alone)",
+                             list(zip(first, later)), method="paired by chain, t interval")
+    return compute
+
+
+register("born-again")(_born_again("ban", 1))
+register("born-again-labels")(_born_again("ban_labels", 1))
+register("born-again-gen3")(_born_again("ban", 3))
+register("born-again-labels-gen3")(_born_again("ban_labels", 3))
 
 
 def _beyond_hinton(method: str, label: str):

@@ -57,13 +57,16 @@ def device() -> torch.device:
 
 
 def cpu_computes_bfloat16() -> bool:
-    """Whether torch's CPU kernels (oneDNN) compute bfloat16 natively on this CPU: AVX-512
-    (BW, VL, DQ) or AMX. Elsewhere (an AVX2-only CPU) bfloat16 is emulated: there a
-    student's training step took 5.7 times as long as in float32, a teacher's forward pass
-    18 times (``python -m kdbook.bench --precision``)."""
+    """Whether this CPU has bfloat16 arithmetic instructions (AVX512_BF16 or AMX), which
+    oneDNN's bfloat16 kernels use. Elsewhere bfloat16 is converted to and from float32
+    around float32 arithmetic, and costs more than float32 alone (``python -m kdbook.bench
+    --precision``, which times both in turns): on an AVX2-only CPU a student's training step
+    took 5.7 times as long as in float32, a teacher's forward pass 18 times; on an AVX-512
+    CPU without AVX512_BF16 (the book's 2-core machine, whose oneDNN nonetheless reports
+    bfloat16 support) 1.24 and 2.88 times."""
     try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):  # a torch build without oneDNN
+        return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+    except AttributeError:  # a torch too old or too new to say: no autocast is the safe choice
         return False
 
 

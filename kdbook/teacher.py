@@ -44,9 +44,9 @@ class TeacherRecipe:
         lr=0.2,  # peak learning rate for batch 512 (SGD, Nesterov momentum 0.9)
         weight_decay=5e-4,
         warmup_fraction=0.15,
-        # Mixed precision (settings.autocast_dtype): bfloat16 on CPUs that compute it natively
-        # (about 2x faster with AMX/AVX-512) and recent GPUs; float16 with loss scaling on older
-        # GPUs (a T4); float32 on CPUs without native bfloat16.
+        # Mixed precision (settings.autocast_dtype): bfloat16 on CPUs with bfloat16 instructions
+        # (AMX, AVX512_BF16) and recent GPUs; float16 with loss scaling on older GPUs (a T4);
+        # float32 on other CPUs, where bfloat16 is emulated and slower than float32.
         amp=True,
         channels_last=True,
         seed=0,

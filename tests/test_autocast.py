@@ -9,6 +9,8 @@ No GPU is needed: the device's compute capability is simulated, and the float16 
 from __future__ import annotations
 
 import math
+import platform
+from pathlib import Path
 
 import pytest
 import torch
@@ -46,6 +48,15 @@ def test_autocast_dtype_on_cpu_follows_native_bfloat16_even_beside_an_old_gpu(mo
     assert settings.autocast_dtype("cpu") == expected
     monkeypatch.setenv("KDBOOK_DEVICE", "cpu")
     assert settings.autocast_dtype() == expected
+
+
+@pytest.mark.skipif(not Path("/proc/cpuinfo").exists() or platform.machine() != "x86_64",
+                    reason="reads the CPU flags of an x86-64 Linux machine")
+def test_native_bfloat16_means_bfloat16_instructions_not_avx512_alone():
+    # AVX-512 without AVX512_BF16 emulates bfloat16 (slower than float32 here), though oneDNN
+    # reports bfloat16 support there; the flags the kernel lists are the reference.
+    flags = set(Path("/proc/cpuinfo").read_text().split())
+    assert settings.cpu_computes_bfloat16() == bool({"avx512_bf16", "amx_bf16"} & flags)
 
 
 def test_float32_mixed_precision_is_no_autocast(monkeypatch):

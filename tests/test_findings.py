@@ -126,3 +126,23 @@ def test_a_finding_whose_runs_are_missing_is_listed_as_pending(monkeypatch):
     assert "Registered but not yet run" in fd.to_markdown(found, pending) and "`not-run`" in fd.to_markdown(found, pending)
     with pytest.raises(fd.MissingRun):
         fd.evaluate_all(lambda spec: None)  # without a pending list, a missing run is an error
+
+
+@pytest.mark.parametrize("id, variant, generation", [("born-again", "ban", 1), ("born-again-labels-gen3", "ban_labels", 3)])
+def test_born_again_findings_pair_each_generation_with_its_own_chains_generation_0(id, variant, generation):
+    from kdbook import experiments
+    plan = experiments.plan_born_again()
+    chains = len(plan["generation_0"])
+    # Generation 0 of chain c at 60 + 5c; a descendant at its chain's generation 0 + (g + c) / 10:
+    # paired by chain, the differences are (g + c) / 10; paired wrongly, they would carry 5-point steps.
+    accs = {s.name: 60.0 + 5 * c for c, s in enumerate(plan["generation_0"])}
+    for v in experiments.BAN_ALPHAS:
+        for i, s in enumerate(plan[v]):
+            c, g = divmod(i, experiments.BAN_GENERATIONS)
+            accs[s.name] = 60.0 + 5 * c + (g + 1 + c) / 10
+    found = fd.evaluate(id, lambda spec: {"key": spec.name, "metrics": {"test_acc": accs[spec.name] / 100}})
+    expected = [(generation + c) / 10 for c in range(chains)]
+    assert found.estimate == pytest.approx(sum(expected) / chains)
+    assert found.n_seeds == chains and found.method == "paired by chain, t interval"
+    names = [n for n in found.evidence if f"generation {generation}," in n]
+    assert len(names) == chains and all(("BAN+L" in n) == (variant == "ban_labels") for n in names)
