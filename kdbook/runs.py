@@ -371,6 +371,7 @@ def _train(spec, key, cifar, device, teacher, teacher_description, progress) -> 
                                       data.evaluation),
         **({} if spec.omit_class is None else
            {"omitted_class": omitted_class_metrics(student, data, spec.omit_class, device)}),
+        **({} if spec.teacher_run is None else {"teacher_run": teacher_run_metrics(student, teacher, data, device)}),
         "history": history_with_evaluation_name(history.epochs, data.evaluation),
         "student_parameters": count_parameters(student),
         "train_images": len(data.train_labels),
@@ -391,6 +392,27 @@ def _train(spec, key, cifar, device, teacher, teacher_description, progress) -> 
         handle.write(json.dumps(result, indent=1).encode())
     checkpoint.unlink(missing_ok=True)  # the result supersedes it
     return result
+
+
+def teacher_run_metrics(student: nn.Module, teacher: nn.Module, data: RunData, device) -> dict[str, float]:
+    """For a student of a trained run (a born-again generation): how well its teacher fits the
+    training images (uncropped, true labels), and how often the student's top-1 prediction
+    agrees with the teacher's on the training and on the evaluation images. The teacher's
+    predictions come from its tables of outputs (the training table is the one the run was
+    taught from)."""
+    train_loader = TensorLoader(data.train_images, data.clean_labels, 1000, device=device)
+    eval_loader = TensorLoader(data.test_images, data.test_labels, 1000, device=device)
+    teacher_train = pseudo_labels(teacher, data.train_images, device)
+    teacher_eval = pseudo_labels(teacher, data.test_images, device)
+    student_train = predict_logits(student, train_loader).argmax(1)
+    student_eval = predict_logits(student, eval_loader).argmax(1)
+    suffix = "test" if data.evaluation == "test" else "val"
+    return {
+        "teacher_train_acc": float((teacher_train == data.clean_labels.cpu()).float().mean()),
+        "student_train_acc": float((student_train == data.clean_labels.cpu()).float().mean()),
+        "train_agreement": float((student_train == teacher_train).float().mean()),
+        f"{suffix}_agreement": float((student_eval == teacher_eval).float().mean()),
+    }
 
 
 def machines(epochs: list[dict]) -> dict[str, str]:

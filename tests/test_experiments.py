@@ -14,7 +14,7 @@ from kdbook import runs
 from kdbook import settings
 from kdbook import teacher as teacher_module
 from kdbook.data import TensorLoader
-from kdbook.train import UNLABELLED, CachedTeacher, TrainConfig, batch_losses
+from kdbook.train import UNLABELLED, CachedTeacher, TrainConfig, batch_losses, predict_logits
 
 REPO_RESULTS = Path(__file__).resolve().parents[1] / "results"
 
@@ -211,6 +211,17 @@ def test_born_again_chain_uses_the_previous_student(cifar, results_home):
     result = runs.run(gen1, cifar=cifar, progress=False)
     assert result["provenance"]["teacher"].startswith("born-again teacher: gen0")
     assert result["spec"]["teacher_run"]["student_width"] == 4
+    # The teacher's fit of the (uncropped) training images and the student's agreement with it.
+    teacher, _ = runs.resolve_teacher(gen1, cifar, "cpu")
+    data = runs.run_data(gen1, cifar)
+    teacher_pred = predict_logits(teacher, TensorLoader(data.train_images, data.clean_labels, 64)).argmax(1)
+    measured = result["teacher_run"]
+    # The table is computed in another memory layout (NHWC): a near-tie may fall the other way.
+    assert abs(measured["teacher_train_acc"] - float((teacher_pred == data.clean_labels).float().mean())) \
+        <= 1 / len(data.clean_labels)
+    assert set(measured) == {"teacher_train_acc", "student_train_acc", "train_agreement", "test_agreement"}
+    assert all(0 <= v <= 1 for v in measured.values())
+    assert "teacher_run" not in runs.run(gen0, cifar=cifar, progress=False)
 
 
 def test_self_training_replaces_labels_by_teacher_predictions(cifar, results_home):
