@@ -301,17 +301,27 @@ def stored(spec: RunSpec, *, cifar: CIFAR10 | None = None, device=None,
     calls, so that reading many results loads each teacher once."""
     device = torch.device(device) if device is not None else settings.device()
     cifar = cifar or load_cifar10()
+    fingerprint = teacher_fingerprint(spec, cifar, device, fingerprints)
+    return None if fingerprint is None else _stored_with(spec, cifar, fingerprint)
+
+
+def teacher_fingerprint(spec: RunSpec, cifar: CIFAR10, device, fingerprints: dict | None = None) -> str | None:
+    """The weights fingerprint of ``spec``'s teacher ("none" for a run without one), or None
+    while that teacher is not stored; builds nothing. ``fingerprints``: as in :func:`stored`."""
     fingerprints = {} if fingerprints is None else fingerprints
     if spec.teacher_run is None and spec.teacher in fingerprints:
-        fingerprint = fingerprints[spec.teacher]
-    else:
-        try:
-            teacher, _ = resolve_teacher(spec, cifar, device, train=False)
-        except (LookupError, FileNotFoundError):
-            return None
-        fingerprint = weights_fingerprint(teacher) if teacher is not None else "none"
-        if spec.teacher_run is None:
-            fingerprints[spec.teacher] = fingerprint
+        return fingerprints[spec.teacher]
+    try:
+        teacher, _ = resolve_teacher(spec, cifar, device, train=False)
+    except (LookupError, FileNotFoundError):
+        return None
+    fingerprint = weights_fingerprint(teacher) if teacher is not None else "none"
+    if spec.teacher_run is None:
+        fingerprints[spec.teacher] = fingerprint
+    return fingerprint
+
+
+def _stored_with(spec: RunSpec, cifar: CIFAR10, fingerprint: str) -> dict | None:
     for data_source in dict.fromkeys([cifar.source, settings.results_data()]):
         key = run_key(spec, data_source, fingerprint) if data_source else None
         found = _load_result(key) if key else None
@@ -331,13 +341,11 @@ def progress_of(spec: RunSpec, *, cifar: CIFAR10, device=None, fingerprints: dic
     done" (a checkpoint in the results folder's in-progress/), "not started", or "waits for its
     teacher" (a teacher run or trained teacher not stored yet)."""
     device = torch.device(device) if device is not None else settings.device()
-    if stored(spec, cifar=cifar, device=device, fingerprints=fingerprints) is not None:
-        return "stored"
-    try:
-        teacher, _ = resolve_teacher(spec, cifar, device, train=False)
-    except (LookupError, FileNotFoundError):
+    fingerprint = teacher_fingerprint(spec, cifar, device, fingerprints)
+    if fingerprint is None:
         return "waits for its teacher"
-    fingerprint = weights_fingerprint(teacher) if teacher is not None else "none"
+    if _stored_with(spec, cifar, fingerprint) is not None:
+        return "stored"
     checkpoint = checkpoint_file(run_key(spec, cifar.source, fingerprint))
     if not checkpoint.exists():
         return "not started"
