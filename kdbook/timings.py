@@ -1,6 +1,6 @@
 """How long each experiment chapter takes to train from scratch, for readers who plan.
 
-The CPU column is measured: the sum of the wall times (``provenance.wall_s``) of the
+The CPU column is measured: the sum of the wall times (:func:`run_seconds`) of the
 chapter's full-profile runs stored in the results folder, and the teachers' training
 times from their provenance records. The GPU column is an estimate, not a
 measurement, from a stated model of a T4 (Colab's free GPU): each run's training
@@ -140,6 +140,12 @@ class Row:
     gpu_measured: str = ""  # the GPU's name where the GPU time was measured
 
 
+def run_seconds(result: dict) -> float:
+    """A stored run's recorded time: its wall time, or, for a run resumed from a checkpoint
+    (whose wall time covers the last process only), at least the time of all its epochs."""
+    return max(result["provenance"]["wall_s"], result["provenance"].get("train_wall_s", 0.0))
+
+
 def chapter_rows(results: Path, gpu: GpuModel = T4, chapters=None) -> list[Row]:
     """One row per chapter of ``chapters`` (default: every plan of kdbook.experiments)."""
     runs = stored_runs(results)
@@ -147,7 +153,7 @@ def chapter_rows(results: Path, gpu: GpuModel = T4, chapters=None) -> list[Row]:
     for chapter in chapters or PLANS:
         specs = flatten(PLANS[chapter]("full"))
         found = [runs[key] for key in dict.fromkeys(_canonical(s.config_dict()) for s in specs) if key in runs]
-        rows.append(Row(chapter, len(found), len(specs), sum(r["provenance"]["wall_s"] for r in found),
+        rows.append(Row(chapter, len(found), len(specs), sum(map(run_seconds, found)),
                         sum(run_gpu_seconds(s, gpu) for s in specs)))
     return rows
 

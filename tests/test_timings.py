@@ -36,9 +36,11 @@ def test_gpu_estimate_of_a_run():
     assert timings.run_gpu_seconds(spec) == pytest.approx(flops / 4e12 + steps * 2e-3, rel=1e-12)
 
 
-def write_result(folder: Path, name: str, spec, wall_s: float, profile: str = "full") -> None:
+def write_result(folder: Path, name: str, spec, wall_s: float, profile: str = "full",
+                 train_wall_s: float | None = None) -> None:
     record = {"name": spec.name, "spec": spec.config_dict(), "provenance": {
-        "profile": profile, "device": "cpu (test)", "wall_s": wall_s}}
+        "profile": profile, "device": "cpu (test)", "wall_s": wall_s,
+        "train_wall_s": wall_s / 2 if train_wall_s is None else train_wall_s}}
     (folder / f"{name}.json").write_text(json.dumps(record))
 
 
@@ -46,12 +48,13 @@ def test_cpu_times_sum_the_stored_full_profile_runs(tmp_path, monkeypatch):
     monkeypatch.setenv("KDBOOK_RESULTS", str(tmp_path))
     specs = plan_distilling("full")
     write_result(tmp_path, "a", specs[0], 40.0)
-    write_result(tmp_path, "b", specs[1], 20.0)
+    # Resumed from a checkpoint: its wall time covers the last process, its epochs took 45 s.
+    write_result(tmp_path, "b", specs[1], 20.0, train_wall_s=45.0)
     write_result(tmp_path, "c", specs[2], 1000.0, profile="quick")  # not the book's run
     (tmp_path / "bench-cpu.json").write_text('{"torch": "x"}')  # not a run
 
     (row,) = timings.chapter_rows(tmp_path, chapters=["distilling"])
-    assert (row.stored, row.planned, row.cpu_s) == (2, len(specs), 60.0)
+    assert (row.stored, row.planned, row.cpu_s) == (2, len(specs), 85.0)
     assert row.gpu_s == pytest.approx(sum(timings.run_gpu_seconds(s) for s in specs))
     book, ls = timings.teacher_rows(tmp_path)
     assert book.cpu_s == json.loads(PROVENANCE_FILE.read_text())["train_wall_s"]
@@ -59,7 +62,7 @@ def test_cpu_times_sum_the_stored_full_profile_runs(tmp_path, monkeypatch):
     assert book.gpu_s == pytest.approx(timings.teacher_gpu_seconds(RECIPE))
 
     text = timings.table(chapters=["distilling"])
-    assert "| distilling | 2 of 6 | 60 s |" in text and "not measured" in text and "T4" in text
+    assert "| distilling | 2 of 6 | 85 s |" in text and "not measured" in text and "T4" in text
     gpu_check = tmp_path / "timings.txt"
     gpu_check.write_text("step (cuda, autocast float16, profile full)          seconds\n"
                          "benchmark (python -m kdbook.bench)                       40.0\n"

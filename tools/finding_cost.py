@@ -4,12 +4,15 @@ and their recorded wall time, summed, with the threads each ran on.
     python tools/finding_cost.py [results/findings.json]
 
 A run shared by several findings (e.g. the distilling chapter's runs) counts in each.
-The times are the runs' own records (``provenance.wall_s``: data preparation, teacher
-outputs, training and evaluation) on whatever machine ran them, not a like-for-like cost."""
+The times are the runs' own records (:func:`kdbook.timings.run_seconds`: data preparation,
+teacher outputs, training and evaluation) on whatever machine ran them, not a like-for-like
+cost."""
 import json
 import re
 import sys
 from pathlib import Path
+
+from kdbook.timings import run_seconds
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
 
@@ -23,7 +26,7 @@ def main(findings_file: Path) -> None:
     print(f"{'finding':<34}{'runs':>5}{'wall time (h)':>15}  threads")
     for finding in json.loads(findings_file.read_text()):
         records = [run_record(key) for key in dict.fromkeys(finding["evidence"])]
-        hours = sum(r["provenance"]["wall_s"] for r in records) / 3600
+        hours = sum(map(run_seconds, records)) / 3600
         threads = sorted({t for r in records for t in re.findall(r"(\d+) threads", r["provenance"]["device"])})
         print(f"{finding['id']:<34}{len(records):>5}{hours:>15.2f}  {', '.join(threads)}")
 
