@@ -398,7 +398,7 @@ def _born_again_chain(get) -> Finding:
                        "student) beats generation 0", [gens[0]], [gens[-1]], seed_noise(get))
 
 
-def _born_again(variant: str, generation: int):
+def _born_again(id: str, variant: str, generation: int):
     """Generation ``generation`` of each chain against that chain's generation 0, paired by
     chain (each generation has its own seed, so the runs pair by descent, not by seed)."""
     def compute(get) -> Finding:
@@ -409,7 +409,6 @@ def _born_again(variant: str, generation: int):
         later = _runs(plan[variant][generation - 1::per_chain], get)  # generation g of chains 0, 1, 2...
         loss = ("the previous generation's outputs only (BAN)" if variant == "ban"
                 else "the previous generation's outputs and the labels, alpha = 0.5 (BAN+L)")
-        id = "born-again" + ("-labels" if variant == "ban_labels" else "") + (f"-gen{generation}" if generation > 1 else "")
         return compare_pairs(id, "variants",
                              f"born-again generation {generation}, distilled at T = 1 from {loss} with its own seed, "
                              "beats generation 0 of its chain (the 290k-parameter student trained alone)",
@@ -417,10 +416,9 @@ def _born_again(variant: str, generation: int):
     return compute
 
 
-register("born-again")(_born_again("ban", 1))
-register("born-again-labels")(_born_again("ban_labels", 1))
-register("born-again-gen3")(_born_again("ban", 3))
-register("born-again-labels-gen3")(_born_again("ban_labels", 3))
+for _id, _variant, _generation in (("born-again", "ban", 1), ("born-again-labels", "ban_labels", 1),
+                                   ("born-again-gen3", "ban", 3), ("born-again-labels-gen3", "ban_labels", 3)):
+    register(_id)(_born_again(_id, _variant, _generation))
 
 
 def _beyond_hinton(method: str, label: str):
