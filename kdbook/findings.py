@@ -460,18 +460,18 @@ def evaluate_all(get: Callable | None = None, pending: list[str] | None = None) 
     return out
 
 
-def _run_or_train(spec) -> dict:
+def _run_or_train(spec, cifar=None) -> dict:
     from kdbook import experiments
-    return experiments.run(spec, progress=False)
+    return experiments.run(spec, cifar=cifar, progress=False)
 
 
-def evaluate(id: str, get: Callable | None = None) -> Finding | list[Finding]:
+def evaluate(id: str, get: Callable | None = None, *, cifar=None) -> Finding | list[Finding]:
     """Finding ``id`` from the active profile's runs (a list for a registry entry that
     yields several, e.g. ``little-labels-2%``); ``get(spec) -> result`` (default:
-    :func:`kdbook.runs.run`, which trains a missing run)."""
+    :func:`kdbook.runs.run` on ``cifar``, loaded if not given, which trains a missing run)."""
     if id not in REGISTRY:
         raise ValueError(f"id must be one of {sorted(REGISTRY)}, got {id!r}")
-    return REGISTRY[id](get or _run_or_train)
+    return REGISTRY[id](get or (lambda spec: _run_or_train(spec, cifar)))
 
 
 _FINGERPRINTS: dict = {}  # teacher name -> weights fingerprint, filled by stored_only

@@ -22,6 +22,7 @@ import math
 import re
 import time
 from dataclasses import asdict, dataclass
+from functools import cached_property
 
 import torch
 import torch.nn.functional as F
@@ -132,6 +133,21 @@ def spec_from_dict(config: dict, name: str = "") -> RunSpec:
     if fields.get("teacher_run") is not None:
         fields["teacher_run"] = spec_from_dict(fields["teacher_run"], name="teacher")
     return RunSpec(name=name, **fields)
+
+
+class RunResult(dict):
+    """A run's result: the record stored as JSON in the results folder (a dict: ``metrics``,
+    ``history``, ``provenance``, ...), with names for what the chapters read most:
+    ``result.spec``, the :class:`RunSpec` that made it (``result["spec"]`` is its stored
+    form, the settings of the key), and ``result.test_acc``, its final-epoch test accuracy."""
+
+    @cached_property
+    def spec(self) -> RunSpec:
+        return spec_from_dict(self["spec"], self.get("name", ""))
+
+    @property
+    def test_acc(self) -> float:
+        return self["metrics"]["test_acc"]
 
 
 # RunSpec settings added after the first results were stored, with their defaults: a run
@@ -273,11 +289,12 @@ def result_file(key: str, suffix: str, name: str = "") -> Path:
     return folder / (f"{slug(name)}-{key}{suffix}" if slug(name) else f"{key}{suffix}")
 
 
-def _load_result(key: str) -> dict | None:
-    return read_cache(result_file(key, ".json"), lambda path: json.loads(path.read_text()), "a run's result")
+def _load_result(key: str) -> RunResult | None:
+    return read_cache(result_file(key, ".json"), lambda path: RunResult(json.loads(path.read_text())),
+                      "a run's result")
 
 
-def run(spec: RunSpec, *, cifar: CIFAR10 | None = None, device=None, progress: bool = True) -> dict:
+def run(spec: RunSpec, *, cifar: CIFAR10 | None = None, device=None, progress: bool = True) -> RunResult:
     """The result of ``spec``: read from the cache (:func:`stored`, which never trains a
     teacher), or else trained (resuming a checkpoint), with its teacher built only then."""
     device = torch.device(device) if device is not None else settings.device()
@@ -292,7 +309,7 @@ def run(spec: RunSpec, *, cifar: CIFAR10 | None = None, device=None, progress: b
 
 
 def stored(spec: RunSpec, *, cifar: CIFAR10 | None = None, device=None,
-           fingerprints: dict | None = None) -> dict | None:
+           fingerprints: dict | None = None) -> RunResult | None:
     """The stored result of ``spec``, or None; never trains anything (not even a teacher).
 
     A run computed on another copy of the data (``KDBOOK_RESULTS_DATA``: the book's stored
@@ -321,7 +338,7 @@ def teacher_fingerprint(spec: RunSpec, cifar: CIFAR10, device, fingerprints: dic
     return fingerprint
 
 
-def _stored_with(spec: RunSpec, cifar: CIFAR10, fingerprint: str) -> dict | None:
+def _stored_with(spec: RunSpec, cifar: CIFAR10, fingerprint: str) -> RunResult | None:
     for data_source in dict.fromkeys([cifar.source, settings.results_data()]):
         key = run_key(spec, data_source, fingerprint) if data_source else None
         found = _load_result(key) if key else None
@@ -353,7 +370,7 @@ def progress_of(spec: RunSpec, *, cifar: CIFAR10, device=None, fingerprints: dic
     return f"epoch {epoch} of {spec.train.epochs} done"
 
 
-def _train(spec, key, cifar, device, teacher, teacher_description, progress) -> dict:
+def _train(spec, key, cifar, device, teacher, teacher_description, progress) -> RunResult:
     start = time.perf_counter()
     data = run_data(spec, cifar)
     if spec.targets == "teacher-argmax":
@@ -371,7 +388,7 @@ def _train(spec, key, cifar, device, teacher, teacher_description, progress) -> 
     history = fit(student, train_loader, spec.train, eval_loader=test_loader, teacher=kd_teacher,
                   checkpoint=checkpoint, eval_every=max(1, spec.train.epochs // CURVE_POINTS),
                   progress=progress)
-    result = {
+    result = RunResult({
         "key": key,
         "name": spec.name,
         "spec": spec.config_dict(),
@@ -392,7 +409,7 @@ def _train(spec, key, cifar, device, teacher, teacher_description, progress) -> 
             "autocast": settings.autocast_name(device, spec.train.amp),
             **machines(history.epochs),
         },
-    }
+    })
     # The student's weights (half precision, tens of kB): later runs may use it as a teacher.
     with atomic_write(result_file(key, ".pt", spec.name)) as handle:
         torch.save(half_state(student), handle)
@@ -515,7 +532,7 @@ def history_with_evaluation_name(epochs: list[dict], evaluation: str) -> list[di
     return [{("val_acc" if k == "test_acc" else k): v for k, v in e.items()} for e in epochs]
 
 
-def run_all(specs: list[RunSpec], *, progress: bool = True, cifar: CIFAR10 | None = None) -> list[dict]:
+def run_all(specs: list[RunSpec], *, progress: bool = True, cifar: CIFAR10 | None = None) -> list[RunResult]:
     """Runs (or loads) every spec in order; one progress bar over the sweep."""
     cifar = cifar or load_cifar10()
     results = []

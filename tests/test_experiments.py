@@ -128,6 +128,9 @@ def test_run_trains_once_then_reads_the_cache(cifar, results_home, monkeypatch):
     assert (results_home / f"{stem}.json").exists() and (results_home / f"{stem}.pt").exists()
     assert 0 <= result["metrics"]["test_acc"] <= 1
     assert len(result["metrics"]["per_class_acc"]) == 10
+    # The result type's names for what chapters read: the spec that made it, the accuracy.
+    assert isinstance(result, runs.RunResult) and result.spec == spec
+    assert result.test_acc == result["metrics"]["test_acc"]
     prov = result["provenance"]
     assert prov["profile"] == "quick" and prov["data"] == cifar.source and prov["wall_s"] > 0
     assert set(settings.provenance(cifar.source)) <= set(prov)  # the one record every result carries
@@ -143,6 +146,7 @@ def test_run_trains_once_then_reads_the_cache(cifar, results_home, monkeypatch):
                         or real_resolve(*a, **k))
     again = runs.run(dataclasses.replace(spec, name="renamed"), cifar=cifar, progress=False)
     assert again["key"] == result["key"] and again["metrics"] == result["metrics"]
+    assert isinstance(again, runs.RunResult) and again.spec == spec  # named as first stored
     assert resolved == [False]
 
 
