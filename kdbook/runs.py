@@ -388,15 +388,17 @@ def _train(spec, key, cifar, device, teacher, teacher_description, progress) -> 
     history = fit(student, train_loader, spec.train, eval_loader=test_loader, teacher=kd_teacher,
                   checkpoint=checkpoint, eval_every=max(1, spec.train.epochs // CURVE_POINTS),
                   progress=progress)
+    eval_logits = predict_logits(student, test_loader)
     result = RunResult({
         "key": key,
         "name": spec.name,
         "spec": spec.config_dict(),
-        "metrics": evaluation_metrics(student, test_loader, book_teacher_predictions(data.test_images, cifar, device),
-                                      data.evaluation),
+        "metrics": evaluation_metrics(eval_logits, data.test_labels.cpu(),
+                                      book_teacher_predictions(data.test_images, cifar, device), data.evaluation),
         **({} if spec.omit_class is None else
            {"omitted_class": omitted_class_metrics(student, data, spec.omit_class, device)}),
-        **({} if spec.teacher_run is None else {"teacher_run": teacher_run_metrics(student, teacher, data, device)}),
+        **({} if spec.teacher_run is None else
+           {"teacher_run": teacher_run_metrics(student, eval_logits.argmax(1), teacher, data, device)}),
         "history": history_with_evaluation_name(history.epochs, data.evaluation),
         "student_parameters": count_parameters(student),
         "train_images": len(data.train_labels),
@@ -419,18 +421,17 @@ def _train(spec, key, cifar, device, teacher, teacher_description, progress) -> 
     return result
 
 
-def teacher_run_metrics(student: nn.Module, teacher: nn.Module, data: RunData, device) -> dict[str, float]:
+def teacher_run_metrics(student: nn.Module, student_eval: Tensor, teacher: nn.Module, data: RunData,
+                        device) -> dict[str, float]:
     """For a student of a trained run (a born-again generation): how well its teacher fits the
     training images (uncropped, true labels), and how often the student's top-1 prediction
-    agrees with the teacher's on the training and on the evaluation images. The teacher's
-    predictions come from its tables of outputs (the training table is the one the run was
-    taught from)."""
+    agrees with the teacher's on the training and on the evaluation images (the student's
+    predictions on these: ``student_eval``). The teacher's predictions come from its tables
+    of outputs (the training table is the one the run was taught from)."""
     train_loader = TensorLoader(data.train_images, data.clean_labels, 1000, device=device)
-    eval_loader = TensorLoader(data.test_images, data.test_labels, 1000, device=device)
     teacher_train = pseudo_labels(teacher, data.train_images, device)
     teacher_eval = pseudo_labels(teacher, data.test_images, device)
     student_train = predict_logits(student, train_loader).argmax(1)
-    student_eval = predict_logits(student, eval_loader).argmax(1)
     suffix = "test" if data.evaluation == "test" else "val"
     return {
         "teacher_train_acc": float((teacher_train == data.clean_labels.cpu()).float().mean()),
@@ -493,32 +494,23 @@ def book_teacher_predictions(images: Tensor, cifar: CIFAR10, device) -> Tensor:
     return pseudo_labels(teacher, images, device)
 
 
-def test_metrics(student: nn.Module, test_loader: TensorLoader, teacher_pred: Tensor) -> dict:
-    """Accuracy, per-class accuracy, loss, and top-1 agreement with the book's teacher, whose
-    predictions on the loader's images, in order, are ``teacher_pred``."""
-    logits = predict_logits(student, test_loader)
-    labels = test_loader.labels.cpu()
+def evaluation_metrics(logits: Tensor, labels: Tensor, teacher_pred: Tensor, evaluation: str = "test") -> dict:
+    """A student's accuracy, per-class accuracy, loss, and top-1 agreement with the book's
+    teacher (whose predictions on the same images are ``teacher_pred``), from its ``logits``
+    on the evaluation images. On a validation set each key is renamed ("val_acc", "val_loss",
+    "per_class_val_acc", "agreement_with_book_teacher_val", "val_images") so that no
+    validation number is ever read as a test number."""
+    if evaluation not in ("test", "validation"):
+        raise ValueError(f"evaluation must be 'test' or 'validation', got {evaluation!r}")
     pred = logits.argmax(1)
-    per_class = [float((pred[labels == c] == c).float().mean()) for c in range(10)]
-    return {
+    metrics = {
         "test_acc": float((pred == labels).float().mean()),
         "test_loss": float(F.cross_entropy(logits, labels)),
-        "per_class_acc": per_class,
+        "per_class_acc": [float((pred[labels == c] == c).float().mean()) for c in range(NUM_CLASSES)],
         "agreement_with_book_teacher": float((pred == teacher_pred).float().mean()),
         "test_images": len(labels),
     }
-
-
-def evaluation_metrics(student, loader: TensorLoader, teacher_pred: Tensor, evaluation: str = "test") -> dict:
-    """:func:`test_metrics`, with each key renamed for a validation set ("val_acc",
-    "val_loss", "per_class_val_acc", "agreement_with_book_teacher_val", "val_images")
-    so that no validation number is ever read as a test number."""
-    metrics = test_metrics(student, loader, teacher_pred)
-    if evaluation == "test":
-        return metrics
-    if evaluation != "validation":
-        raise ValueError(f"evaluation must be 'test' or 'validation', got {evaluation!r}")
-    return {VALIDATION_NAMES[k]: v for k, v in metrics.items()}
+    return metrics if evaluation == "test" else {VALIDATION_NAMES[k]: v for k, v in metrics.items()}
 
 
 VALIDATION_NAMES = {"test_acc": "val_acc", "test_loss": "val_loss", "per_class_acc": "per_class_val_acc",
