@@ -30,6 +30,8 @@ from typing import Callable, Sequence
 
 import torch
 
+from kdbook import losses
+
 # glibc's exp and log, and SLEEF's 1-ulp versions that PyTorch vectorises with, are
 # accurate to 1 ulp; 2 leaves room for any other libm (and 1 ulp is up to 2u relative).
 ELEMENTARY_ULPS = 2
@@ -434,11 +436,9 @@ def check_soft_gradient(student_logits: torch.Tensor, T: float, *, teacher_logit
     """Asserts that autograd's gradient of ``kdbook.soft_distillation_loss`` equals
     ``c (p_s^T - p_t^T) / (T B)`` ((grad-soft), batch mean) to within
     :func:`soft_gradient_tolerance`; returns the worst ``|difference| / tolerance``."""
-    from kdbook.losses import soft_distillation_loss
-
     leaf = student_logits.detach().clone().requires_grad_(True)
-    loss = soft_distillation_loss(leaf, teacher_logits, T, teacher_probs=teacher_probs,
-                                  scale_by_t2=scale_by_t2)
+    loss = losses.soft_distillation_loss(leaf, teacher_logits, T, teacher_probs=teacher_probs,
+                                         scale_by_t2=scale_by_t2)
     (grad,) = torch.autograd.grad(loss, leaf)
     q = teacher_probs if teacher_probs is not None else torch.softmax(teacher_logits / T, dim=1)
     c = T**2 if scale_by_t2 else 1.0
@@ -452,10 +452,8 @@ def check_distillation_gradient(student_logits, teacher_logits, labels, T: float
     """Asserts that autograd's gradient of ``kdbook.distillation_loss`` equals
     ``[alpha (q - e_y) + (1 - alpha) T (p_s^T - p_t^T)] / B`` (kd-gradient) to within
     :func:`distillation_gradient_tolerance`; returns the worst ratio."""
-    from kdbook.losses import distillation_loss
-
     leaf = student_logits.detach().clone().requires_grad_(True)
-    loss = distillation_loss(leaf, teacher_logits, labels, temperature=T, alpha=alpha)
+    loss = losses.distillation_loss(leaf, teacher_logits, labels, temperature=T, alpha=alpha)
     (grad,) = torch.autograd.grad(loss, leaf)
     n = student_logits.shape[1]
     onehot = torch.nn.functional.one_hot(labels, n).to(student_logits.dtype)

@@ -9,7 +9,12 @@ from __future__ import annotations
 
 from typing import Sequence
 
+import numpy as np
 import sympy as sp
+import torch
+import torch.nn.functional as F
+
+from kdbook.losses import check_logits, check_probabilities, check_same_shape, check_temperature
 
 
 def logit_symbols(name: str, n: int) -> list[sp.Symbol]:
@@ -199,8 +204,6 @@ def sum_series(expr: sp.Expr, u: sp.Symbol, order: int) -> sp.Expr:
 def softmax_entropy(logits, T: float = 1.0):
     """``H(softmax(logits / T))`` in nats, along the last dimension (from log-softmax, so
     no ``0 * log 0``)."""
-    import torch
-
     log_p = torch.log_softmax(logits / _positive_temperature(T), dim=-1)
     return -(log_p.exp() * log_p).sum(dim=-1)
 
@@ -208,8 +211,6 @@ def softmax_entropy(logits, T: float = 1.0):
 def entropy_temperature_derivative(logits, T: float):
     """``dH(softmax(z / T))/dT = Var_{p^T}(z) / T^3`` (chapter "Temperature",
     section sec-temperature-entropy), along the last dimension."""
-    import torch
-
     T = _positive_temperature(T)
     p = torch.softmax(logits / T, dim=-1)
     mean = (p * logits).sum(dim=-1, keepdim=True)
@@ -233,10 +234,6 @@ def logit_matching_objective(student_logits, teacher_logits):
 def _positive_temperature(T):
     """A positive finite temperature: a number, or a 0-d tensor (kept, so that autograd
     can differentiate with respect to it)."""
-    import torch
-
-    from kdbook.losses import check_temperature
-
     if isinstance(T, torch.Tensor):
         if T.numel() != 1 or not T.is_floating_point():
             raise TypeError(f"temperature must be a number or a 0-d float tensor, got {T!r}")
@@ -265,8 +262,6 @@ def centred_logit_penalty(z: Sequence[sp.Expr]) -> sp.Expr:
 
 def _probability_table(joint, ndim: int):
     """``joint`` as a numpy object array of sympy numbers, checked to be a distribution."""
-    import numpy as np
-
     table = np.array(joint, dtype=object)
     if table.ndim != ndim:
         raise ValueError(f"joint must be a {ndim}-dimensional table, got {table.ndim} dimensions")
@@ -312,8 +307,6 @@ def conditional_mutual_information(joint) -> sp.Expr:
 
 def marginal(joint, keep: Sequence[int]) -> list:
     """The marginal of a joint table over the axes in ``keep`` (in that order), as nested lists."""
-    import numpy as np
-
     table = np.array(joint, dtype=object)
     keep = list(keep)
     if sorted(set(keep)) != sorted(keep) or not all(0 <= k < table.ndim for k in keep):
@@ -359,8 +352,6 @@ def prediction_joint(p_x: Sequence, teacher: Sequence[Sequence], student: Sequen
 
 def _logit_pair(student_logits, teacher_logits):
     """Both logit tensors checked: floating, shape (batch, classes), the same shape."""
-    from kdbook.losses import check_logits, check_same_shape
-
     check_logits(student_logits, "student_logits")
     check_logits(teacher_logits, "teacher_logits")
     check_same_shape(student_logits, teacher_logits, "teacher_logits")
@@ -373,8 +364,6 @@ def soft_loss_two_temperatures(student_logits, teacher_logits, T_teacher, T_stud
     With ``T_teacher = T_student = T`` it is the soft term of the distillation loss. With
     ``T_student = 1`` and ``T_teacher -> 0`` it tends to the cross-entropy of the student
     on the teacher's top class (a unique one): self-training (claim audit, claim 11)."""
-    import torch.nn.functional as F
-
     _logit_pair(student_logits, teacher_logits)
     log_pt = F.log_softmax(teacher_logits / _positive_temperature(T_teacher), dim=1)
     log_ps = F.log_softmax(student_logits / _positive_temperature(T_student), dim=1)
@@ -398,10 +387,6 @@ def softmax_covariance(p):
     """``diag(p) - p p^T`` for each row ``p`` of a (batch, classes) tensor of probabilities:
     ``T`` times the Jacobian of ``softmax(z / T)`` at ``p = softmax(z / T)``. Its largest
     eigenvalue is at most 1/2 (claim audit, claims 4 and 5)."""
-    import torch
-
-    from kdbook.losses import check_probabilities
-
     # the tolerance only screens out tensors that are not probabilities at all
     check_probabilities(p, "p", atol=1e-6)
     return torch.diag_embed(p) - p[:, :, None] * p[:, None, :]
