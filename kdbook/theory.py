@@ -14,7 +14,7 @@ import sympy as sp
 import torch
 import torch.nn.functional as F
 
-from kdbook.losses import check_logits, check_probabilities, check_same_shape, check_temperature
+from kdbook.losses import check_logit_pair, check_probabilities, check_temperature
 
 
 def logit_symbols(name: str, n: int) -> list[sp.Symbol]:
@@ -350,13 +350,6 @@ def prediction_joint(p_x: Sequence, teacher: Sequence[Sequence], student: Sequen
 # information identities for predictions and drawn labels.
 
 
-def _logit_pair(student_logits, teacher_logits):
-    """Both logit tensors checked: floating, shape (batch, classes), the same shape."""
-    check_logits(student_logits, "student_logits")
-    check_logits(teacher_logits, "teacher_logits")
-    check_same_shape(student_logits, teacher_logits, "teacher_logits")
-
-
 def soft_loss_two_temperatures(student_logits, teacher_logits, T_teacher, T_student):
     """``KL(softmax(z_t / T_teacher) || softmax(z_s / T_student))``, averaged over the batch,
     without any ``T^2`` factor.
@@ -364,7 +357,7 @@ def soft_loss_two_temperatures(student_logits, teacher_logits, T_teacher, T_stud
     With ``T_teacher = T_student = T`` it is the soft term of the distillation loss. With
     ``T_student = 1`` and ``T_teacher -> 0`` it tends to the cross-entropy of the student
     on the teacher's top class (a unique one): self-training (claim audit, claim 11)."""
-    _logit_pair(student_logits, teacher_logits)
+    check_logit_pair(student_logits, teacher_logits)
     log_pt = F.log_softmax(teacher_logits / _positive_temperature(T_teacher), dim=1)
     log_ps = F.log_softmax(student_logits / _positive_temperature(T_student), dim=1)
     return F.kl_div(log_ps, log_pt, reduction="batchmean", log_target=True)
@@ -377,7 +370,7 @@ def low_temperature_soft_limit(student_logits, teacher_logits):
     ``A`` the set of the teacher's largest logits (exact ties): for a unique teacher argmax
     ``k*``, the margin ``max_j s_j - s_{k*}``, 0 exactly when the student's top class is
     ``k*``. So ``T^2 KL`` tends to 0 (claim audit, claim 1)."""
-    _logit_pair(student_logits, teacher_logits)
+    check_logit_pair(student_logits, teacher_logits)
     top = (teacher_logits == teacher_logits.max(dim=1, keepdim=True).values).to(student_logits.dtype)
     mean_on_top = (top * student_logits).sum(dim=1) / top.sum(dim=1)
     return (student_logits.max(dim=1).values - mean_on_top).mean()
@@ -396,7 +389,7 @@ def scaled_gradient_bound(student_logits, teacher_logits):
     """``(1/2) ||c_s - c_t||_2`` per example (``c`` the centred logits): for every ``T > 0`` a
     bound on ``||T (p_s^T - p_t^T)||_2``, the logit gradient of ``T^2 KL(p_t^T || p_s^T)``
     (claim audit, claims 4 and 5)."""
-    _logit_pair(student_logits, teacher_logits)
+    check_logit_pair(student_logits, teacher_logits)
     difference = student_logits - teacher_logits
     return (difference - difference.mean(dim=1, keepdim=True)).norm(dim=1) / 2
 
