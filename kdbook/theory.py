@@ -14,6 +14,7 @@ import sympy as sp
 import torch
 import torch.nn.functional as F
 
+from kdbook import numerics
 from kdbook.losses import check_logit_pair, check_probabilities, check_temperature
 
 
@@ -204,17 +205,13 @@ def sum_series(expr: sp.Expr, u: sp.Symbol, order: int) -> sp.Expr:
 def softmax_entropy(logits, T: float = 1.0):
     """``H(softmax(logits / T))`` in nats, along the last dimension (from log-softmax, so
     no ``0 * log 0``)."""
-    log_p = torch.log_softmax(logits / _positive_temperature(T), dim=-1)
-    return -(log_p.exp() * log_p).sum(dim=-1)
+    return numerics.entropy_from_log_softmax(logits, _positive_temperature(T))
 
 
 def entropy_temperature_derivative(logits, T: float):
     """``dH(softmax(z / T))/dT = Var_{p^T}(z) / T^3`` (chapter "Temperature",
     section sec-temperature-entropy), along the last dimension."""
-    T = _positive_temperature(T)
-    p = torch.softmax(logits / T, dim=-1)
-    mean = (p * logits).sum(dim=-1, keepdim=True)
-    return (p * (logits - mean) ** 2).sum(dim=-1) / T**3
+    return numerics.variance_over_t_cubed(logits, _positive_temperature(T))
 
 
 def logit_matching_objective(student_logits, teacher_logits):
