@@ -85,17 +85,6 @@ def paired(a: Sequence[float], b: Sequence[float], level: float = LEVEL) -> tupl
     return t_interval([y - x for x, y in zip(a, b)], level)
 
 
-def welch(a: Sequence[float], b: Sequence[float], level: float = LEVEL) -> tuple[float, tuple[float, float]]:
-    """``mean(b) - mean(a)`` for unpaired runs, with Welch's t interval."""
-    if len(a) < 2 or len(b) < 2:
-        raise ValueError(f"Welch's interval needs at least 2 runs per arm, got {len(a)} and {len(b)}")
-    va, vb = statistics.variance(a) / len(a), statistics.variance(b) / len(b)
-    dof = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1))
-    diff = statistics.fmean(b) - statistics.fmean(a)
-    half = stats.t.ppf(0.5 + level / 2, dof) * math.sqrt(va + vb)
-    return diff, (diff - half, diff + half)
-
-
 def verdict(ci: tuple[float, float], n_seeds: int, predicted_sign: int) -> str:
     """The verdict on a claim that predicts a difference of sign ``predicted_sign`` (+1 or -1)."""
     if predicted_sign not in (1, -1):
