@@ -32,14 +32,6 @@ class DarkKnowledge:
     label_prob_t1: Tensor  # (N,) probability given to the true label at T = 1
     label_prob_T: Tensor  # (N,) ... and at T
 
-    @property
-    def mean_entropy_t1(self) -> float:
-        return float(self.entropy_t1.mean())
-
-    @property
-    def mean_entropy_T(self) -> float:
-        return float(self.entropy_T.mean())
-
 
 def entropy(probs: Tensor) -> Tensor:
     """Shannon entropy in nats along the last dimension, with 0 log 0 = 0."""

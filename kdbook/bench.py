@@ -64,6 +64,17 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def timed(device: torch.device, work, times: int = 1) -> float:
+    """Seconds that ``times`` calls of ``work()`` take on ``device`` (queued GPU work finished
+    before and after)."""
+    synchronize(device)
+    start = time.perf_counter()
+    for _ in range(times):
+        work()
+    synchronize(device)
+    return time.perf_counter() - start
+
+
 class PILCIFAR(torch.utils.data.Dataset):
     """The usual pipeline: uint8 arrays -> PIL image -> torchvision transforms, per item."""
 
@@ -112,21 +123,12 @@ def time_training(model, batches, config: TrainConfig, steps: int, warmup: int, 
                     scaler=scaler, learned_temperature=learned_temperature)
 
     steps_of_train_epoch(warmup)
-    synchronize(device)
-    start = time.perf_counter()
-    steps_of_train_epoch(steps)
-    synchronize(device)
-    return time.perf_counter() - start
+    return timed(device, lambda: steps_of_train_epoch(steps))
 
 
 def time_loader(batches, device, n: int) -> float:
     next(batches)  # first batch outside the clock (worker start-up)
-    synchronize(device)
-    start = time.perf_counter()
-    for _ in range(n):
-        next(batches).images.to(device)
-    synchronize(device)
-    return time.perf_counter() - start
+    return timed(device, lambda: next(batches).images.to(device), n)
 
 
 def pil_batches(loader, device):
@@ -327,13 +329,12 @@ def _time_loss_alone(config, device, steps: int) -> float:
     learned = make_learned_temperature(config, 2 * steps)
     if learned is not None:
         learned.to(device)
-    for i in range(2 * steps):  # the first half warms up
-        if i == steps:
-            synchronize(device)
-            start = time.perf_counter()
+
+    def step():
         batch_losses(logits, labels, config, teacher, learned)["loss"].backward()
-    synchronize(device)
-    return time.perf_counter() - start
+
+    timed(device, step, steps)  # the first half warms up
+    return timed(device, step, steps)
 
 
 def time_precision(device: torch.device, steps: int = 3, rounds: int = 3, teacher_batch: int = 64) -> dict:
@@ -369,12 +370,7 @@ def time_precision(device: torch.device, steps: int = 3, rounds: int = 3, teache
         for task, fn in (("student_step", student_step), ("teacher_forward", teacher_forward)):
             for dtype in (torch.float32, low):
                 fn(dtype)  # warm-up
-                synchronize(device)
-                start = time.perf_counter()
-                for _ in range(steps):
-                    fn(dtype)
-                synchronize(device)
-                seconds[task][str(dtype).removeprefix("torch.")].append((time.perf_counter() - start) / steps)
+                seconds[task][str(dtype).removeprefix("torch.")].append(timed(device, lambda: fn(dtype), steps) / steps)
     median = {task: {d: sorted(v)[len(v) // 2] for d, v in by_dtype.items()} for task, by_dtype in seconds.items()}
     low_name = str(low).removeprefix("torch.")
     return {

@@ -18,7 +18,6 @@ from kdbook import settings
 from kdbook.data import CLASSES, load_cifar10
 from kdbook.runs import (  # noqa: F401  (the engine, as the chapters call it: experiments.run_all(...))
     TEACHER_VIEWS,
-    RunData,
     RunResult,
     RunSpec,
     check_runs,

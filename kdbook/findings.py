@@ -28,6 +28,9 @@ from typing import Callable, Sequence
 
 from scipy import stats
 
+from kdbook import experiments
+from kdbook.data import load_cifar10
+
 VERDICTS = ("supported", "contradicted", "inconclusive", "exploratory")
 MIN_SEEDS = 3  # below this a comparison is exploratory
 LEVEL = 0.95
@@ -80,17 +83,6 @@ def paired(a: Sequence[float], b: Sequence[float], level: float = LEVEL) -> tupl
     if len(a) != len(b):
         raise ValueError(f"paired runs need as many runs in a as in b, got {len(a)} and {len(b)}")
     return t_interval([y - x for x, y in zip(a, b)], level)
-
-
-def welch(a: Sequence[float], b: Sequence[float], level: float = LEVEL) -> tuple[float, tuple[float, float]]:
-    """``mean(b) - mean(a)`` for unpaired runs, with Welch's t interval."""
-    if len(a) < 2 or len(b) < 2:
-        raise ValueError(f"Welch's interval needs at least 2 runs per arm, got {len(a)} and {len(b)}")
-    va, vb = statistics.variance(a) / len(a), statistics.variance(b) / len(b)
-    dof = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1))
-    diff = statistics.fmean(b) - statistics.fmean(a)
-    half = stats.t.ppf(0.5 + level / 2, dof) * math.sqrt(va + vb)
-    return diff, (diff - half, diff + half)
 
 
 def verdict(ci: tuple[float, float], n_seeds: int, predicted_sign: int) -> str:
@@ -203,7 +195,6 @@ def _method(runs: Sequence[dict], method: str) -> list[dict]:
 
 @register("kd-gain")
 def _kd_gain(get) -> Finding:
-    from kdbook import experiments
     runs = _runs(experiments.plan_distilling(), get)
     return compare("kd-gain", "distilling", "KD (T = 4, alpha = 0.5) beats the same student trained alone",
                    _method(runs, "ce"), _method(runs, "kd"))
@@ -211,7 +202,6 @@ def _kd_gain(get) -> Finding:
 
 @register("fixed-vs-consistent-teacher")
 def _teacher_view(get) -> Finding:
-    from kdbook import experiments
     plan = experiments.plan_teacher_view()
     return compare("fixed-vs-consistent-teacher", "distilling",
                    "a teacher run on the student's own crop (online) teaches better than the cached outputs "
@@ -220,7 +210,6 @@ def _teacher_view(get) -> Finding:
 
 @register("patient-schedule")
 def _patient_schedule(get) -> Finding:
-    from kdbook import experiments
     plan = experiments.plan_patient_schedule()
     return compare("patient-schedule", "distilling",
                    f"with {experiments.PATIENT_EPOCHS_FACTOR} times the epochs, distillation still beats the student "
@@ -234,7 +223,6 @@ def omitted_class_accuracy(result: dict) -> float:
 
 @register("unseen-class")
 def _unseen_class(get) -> Finding:
-    from kdbook import experiments
     plan = experiments.plan_unseen_class()
     return compare("unseen-class", "distilling",
                    "trained without a single cat, the distilled student recognises more test cats than the student "
@@ -244,7 +232,6 @@ def _unseen_class(get) -> Finding:
 
 @register("guideline-small-student-T")
 def _small_student_t(get) -> Finding:
-    from kdbook import experiments
     plan = experiments.plan_hyperparameters()
     sc = experiments.scale()
     grid_seed = sc.seeds[0]
@@ -264,7 +251,6 @@ def _small_student_t(get) -> Finding:
 
 def _ls_teacher(T: float):
     def compute(get) -> Finding:
-        from kdbook import experiments
         plan = experiments.plan_variants()
         specs = [s for s in plan["ls_teacher"] + plan["ls_teacher_by_t"] if s.train.temperature == T]
         runs = _runs(specs, get)
@@ -277,7 +263,6 @@ def _ls_teacher(T: float):
 
 
 def _ls_teacher_temperatures() -> list[float]:
-    from kdbook import experiments
     return sorted({*experiments.LS_TEACHER_TEMPERATURES, 4.0})
 
 
@@ -287,7 +272,6 @@ for _T in _ls_teacher_temperatures():
 
 @register("label-smoothing-student")
 def _label_smoothing(get) -> Finding:
-    from kdbook import experiments
     alone = _method(_runs(experiments.plan_distilling(), get), "ce")
     smoothed = _runs(experiments.plan_variants()["label_smoothing"], get)
     return compare("label-smoothing-student", "variants",
@@ -296,7 +280,6 @@ def _label_smoothing(get) -> Finding:
 
 @register("self-training")
 def _self_training(get) -> Finding:
-    from kdbook import experiments
     alone = _method(_runs(experiments.plan_distilling(), get), "ce")
     pseudo = _runs(experiments.plan_variants()["self_training"], get)
     return compare("self-training", "variants",
@@ -307,7 +290,6 @@ def _self_training(get) -> Finding:
 def seed_noise(get) -> tuple[float, int]:
     """The pooled seed-to-seed sd of one full run: the book's 3-seed groups of the
     default student (alone, KD, label smoothing, self-training)."""
-    from kdbook import experiments
     distilling = _runs(experiments.plan_distilling(), get)
     variants = experiments.plan_variants()
     groups = [_method(distilling, "ce"), _method(distilling, "kd"),
@@ -324,7 +306,6 @@ def _named(runs: Sequence[dict], name: str) -> list[dict]:
 
 def _little_labels(pct: str):
     def compute(get) -> list[Finding]:
-        from kdbook import experiments
         specs = [s for s in experiments.plan_little_labels() if s.name.startswith(f"{pct} labels")]
         runs = [{**get(s), "name": s.name} for s in specs]
         alone, kd_ = _named(runs, f"{pct} labels, alone"), _named(runs, f"{pct} labels, KD")
@@ -344,7 +325,6 @@ for _pct in ("2%", "5%", "10%"):
 
 
 def _hyper(get):
-    from kdbook import experiments
     plan = experiments.plan_hyperparameters()
     return {g: [{**get(s), "name": s.name} for s in specs] for g, specs in plan.items() if g != "small_t_seeds"}
 
@@ -391,7 +371,6 @@ register("guideline-start-alpha")(_start("alpha", 0.5, "alpha"))
 
 @register("born-again-same-seed-chain")
 def _born_again_chain(get) -> Finding:
-    from kdbook import experiments
     gens = _runs(experiments.plan_variants()["born_again"], get)
     return single_seed("born-again-same-seed-chain", "variants",
                        "a born-again generation (T = 1, alpha = 0, same seed as its teacher, the 24k-parameter "
@@ -402,7 +381,6 @@ def _born_again(id: str, variant: str, generation: int):
     """Generation ``generation`` of each chain against that chain's generation 0, paired by
     chain (each generation has its own seed, so the runs pair by descent, not by seed)."""
     def compute(get) -> Finding:
-        from kdbook import experiments
         plan = experiments.plan_born_again()
         first = _runs(plan["generation_0"], get)
         per_chain = experiments.BAN_GENERATIONS
@@ -423,7 +401,6 @@ for _id, _variant, _generation in (("born-again", "ban", 1), ("born-again-labels
 
 def _beyond_hinton(method: str, label: str):
     def compute(get) -> Finding:
-        from kdbook import experiments
         selection = _runs(experiments.plan_beyond_hinton()["beta_selection"], get)
         runs = _runs(experiments.plan_beyond_hinton(beta=experiments.chosen_beta(selection))["methods"], get)
         return compare(f"{method}-vs-kd", "beyond_hinton", f"{label} beats Hinton's KD (T = 4, alpha = 0.5) on the "
@@ -461,7 +438,6 @@ def evaluate_all(get: Callable | None = None, pending: list[str] | None = None) 
 
 
 def _run_or_train(spec, cifar=None) -> dict:
-    from kdbook import experiments
     return experiments.run(spec, cifar=cifar, progress=False)
 
 
@@ -480,10 +456,8 @@ _CIFAR = None  # the data, loaded once by stored_only
 
 def stored_only(spec) -> dict:
     """A run's stored result, or :class:`MissingRun`: the findings command never trains."""
-    from kdbook import experiments
     global _CIFAR
     if _CIFAR is None:
-        from kdbook.data import load_cifar10
         _CIFAR = load_cifar10()
     result = experiments.stored(spec, cifar=_CIFAR, fingerprints=_FINGERPRINTS)
     if result is None:

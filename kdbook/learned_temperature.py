@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from kdbook.losses import check_logits, check_same_shape
+from kdbook.losses import check_logit_pair
 
 CTKD_RAMP_FRACTION = 10 / 240  # CTKD ramps lambda over 10 of its 240 epochs
 
@@ -126,9 +126,7 @@ def learned_temperature_loss(student_logits: Tensor, teacher_logits: Tensor, tem
 
     The teacher's logits are detached; its soft targets still depend on T, so T's gradient
     comes through both softmaxes (as in CTKD's ``DistillKL``)."""
-    check_logits(student_logits, "student_logits")
-    check_logits(teacher_logits, "teacher_logits")
-    check_same_shape(student_logits, teacher_logits, "teacher_logits")
+    check_logit_pair(student_logits, teacher_logits)
     if not isinstance(temperature, Tensor) or temperature.dim() != 0:
         raise TypeError(f"temperature must be a 0-dim tensor, got {temperature!r}")
     if not bool(torch.isfinite(temperature)) or not bool(temperature > 0):

@@ -76,6 +76,13 @@ def check_same_shape(student_logits: Tensor, other: Tensor, name: str) -> None:
         )
 
 
+def check_logit_pair(student_logits, teacher_logits) -> None:
+    """Both logit tensors checked (:func:`check_logits`), with the same batch size and classes."""
+    check_logits(student_logits, "student_logits")
+    check_logits(teacher_logits, "teacher_logits")
+    check_same_shape(student_logits, teacher_logits, "teacher_logits")
+
+
 def check_labels(labels, num_classes: int, batch_size: int, ignore_index: int | None = None) -> Tensor:
     """``labels`` if they are int64 class indices in [0, num_classes), one per sample
     (``ignore_index`` also allowed, where given); a clear error otherwise."""
@@ -349,9 +356,7 @@ def decoupled_kl_terms(
     so that KL(p_t || p_s) = tckd + (1 - teacher_target_prob) * nckd for every sample.
     The teacher side is detached."""
     T = check_temperature(temperature)
-    check_logits(student_logits, "student_logits")
-    check_logits(teacher_logits, "teacher_logits")
-    check_same_shape(student_logits, teacher_logits, "teacher_logits")
+    check_logit_pair(student_logits, teacher_logits)
     check_labels(labels, student_logits.shape[1], student_logits.shape[0])
     teacher_logits = teacher_logits.detach()
     log_bs = _binary_log_probs(student_logits, labels, T)
@@ -429,9 +434,7 @@ def standardized_distillation_loss(
 
     ``std`` is :func:`standardize_logits`; batch-averaged; the teacher is detached.
     Sun et al. use base temperature T = 2 and weight this term by 9 on CIFAR-100."""
-    check_logits(student_logits, "student_logits")
-    check_logits(teacher_logits, "teacher_logits")
-    check_same_shape(student_logits, teacher_logits, "teacher_logits")
+    check_logit_pair(student_logits, teacher_logits)
     return soft_distillation_loss(
         standardize_logits(student_logits, eps), standardize_logits(teacher_logits.detach(), eps), temperature
     )

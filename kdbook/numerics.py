@@ -30,6 +30,8 @@ from typing import Callable, Sequence
 
 import torch
 
+from kdbook import losses
+
 # glibc's exp and log, and SLEEF's 1-ulp versions that PyTorch vectorises with, are
 # accurate to 1 ulp; 2 leaves room for any other libm (and 1 ulp is up to 2u relative).
 ELEMENTARY_ULPS = 2
@@ -80,6 +82,14 @@ def _check_logits(logits, T):
     return float(T_value)
 
 
+def _rounding(logits, T) -> tuple[float, float, float, float]:
+    """``(T, u, k, g_n)`` for ``logits``: the checked temperature, the unit roundoff, the
+    error of one ``exp`` or ``log`` (``2 ELEMENTARY_ULPS u``) and ``gamma(n - 1)``."""
+    T = _check_logits(logits, T)
+    u = unit_roundoff(logits.dtype)
+    return T, u, 2 * ELEMENTARY_ULPS * u, gamma(logits.shape[-1] - 1, logits.dtype)
+
+
 # -----------------------------------------------------------------------------
 # Softmax and log-softmax. PyTorch computes both as the book does (chapter
 # "Hinton's formulation"): s = z / T, d_i = s_i - max(s), r = sum_j exp(d_j), then
@@ -100,10 +110,7 @@ def log_softmax_error_bound(logits: torch.Tensor, T: float = 1.0) -> torch.Tenso
     What matters for the checks: the error of ``log p_i`` is absolute, of the size of
     ``u |z_i / T|`` and not of ``u |log p_i|``, so tiny probabilities at low ``T`` carry
     a relative error of ``u |z_i| / T``."""
-    T = _check_logits(logits, T)
-    u = unit_roundoff(logits.dtype)
-    k = 2 * ELEMENTARY_ULPS * u
-    g_n = gamma(logits.shape[-1] - 1, logits.dtype)
+    T, u, k, g_n = _rounding(logits, T)
     s = logits / T
     m = s.max(dim=-1, keepdim=True).values
     d = s - m
@@ -136,8 +143,7 @@ def entropy_error_bound(logits: torch.Tensor, T: float = 1.0) -> torch.Tensor:
     """Bound on the error of ``H = -sum p_i log p_i`` computed from ``log_softmax``, per
     row: each term's error from ``p_i`` and ``log p_i``, its two roundings, the sum; and
     ``n`` times the smallest subnormal for terms that underflow (``p_i < 1e-308``)."""
-    T = _check_logits(logits, T)
-    u = unit_roundoff(logits.dtype)
+    T, u, _, _ = _rounding(logits, T)
     n = logits.shape[-1]
     log_p = torch.log_softmax(logits / T, dim=-1)
     p = log_p.exp()
@@ -169,11 +175,7 @@ def autograd_entropy_derivative_error(logits: torch.Tensor, T: float) -> torch.T
     So the bound is ``~ u |z| / T^2`` when the soft targets are nearly one-hot, while
     ``dH/dT`` itself, ``Var/T^3``, falls like ``exp(-gap / T)``: there float64 autograd
     cannot find the derivative, and this bound says so."""
-    T = _check_logits(logits, T)
-    u = unit_roundoff(logits.dtype)
-    k = 2 * ELEMENTARY_ULPS * u
-    n = logits.shape[-1]
-    g_n = gamma(n - 1, logits.dtype)
+    T, u, k, g_n = _rounding(logits, T)
     log_p = torch.log_softmax(logits / T, dim=-1)
     p = log_p.exp()
     alpha = log_softmax_error_bound(logits, T)  # absolute, on log p
@@ -196,9 +198,7 @@ def closed_form_entropy_derivative_error(logits: torch.Tensor, T: float) -> torc
     small multiple of ``u`` times the result, plus ``p_i``'s own relative error (about
     ``u |z_i| / T``) in the terms of the unlikely classes. An error in the mean enters
     only through ``sum p_i |z_i - mean|``."""
-    T = _check_logits(logits, T)
-    u = unit_roundoff(logits.dtype)
-    g_n = gamma(logits.shape[-1] - 1, logits.dtype)
+    T, u, _, g_n = _rounding(logits, T)
     p = torch.softmax(logits / T, dim=-1)
     rel_p = softmax_relative_error_bound(logits, T)
     weighted = p * logits.abs()
@@ -364,9 +364,7 @@ def cross_entropy_gradient_tolerance(logits: torch.Tensor, T: float, target: tor
 
     Autograd computes ``(-q_i + p_i sum_j q_j) / T``: the sum of the targets is rounded
     (``gamma(n-1)``), ``p_i`` is ``exp(log_softmax)``; the formula rounds ``p_i - q_i``."""
-    T = _check_logits(logits, T)
-    u = unit_roundoff(logits.dtype)
-    g_n = gamma(logits.shape[-1] - 1, logits.dtype)
+    T, u, _, g_n = _rounding(logits, T)
     p = torch.softmax(logits / T, dim=-1)
     rel_p = softmax_relative_error_bound(logits, T)
     q = target.abs()
@@ -434,11 +432,9 @@ def check_soft_gradient(student_logits: torch.Tensor, T: float, *, teacher_logit
     """Asserts that autograd's gradient of ``kdbook.soft_distillation_loss`` equals
     ``c (p_s^T - p_t^T) / (T B)`` ((grad-soft), batch mean) to within
     :func:`soft_gradient_tolerance`; returns the worst ``|difference| / tolerance``."""
-    from kdbook.losses import soft_distillation_loss
-
     leaf = student_logits.detach().clone().requires_grad_(True)
-    loss = soft_distillation_loss(leaf, teacher_logits, T, teacher_probs=teacher_probs,
-                                  scale_by_t2=scale_by_t2)
+    loss = losses.soft_distillation_loss(leaf, teacher_logits, T, teacher_probs=teacher_probs,
+                                         scale_by_t2=scale_by_t2)
     (grad,) = torch.autograd.grad(loss, leaf)
     q = teacher_probs if teacher_probs is not None else torch.softmax(teacher_logits / T, dim=1)
     c = T**2 if scale_by_t2 else 1.0
@@ -452,10 +448,8 @@ def check_distillation_gradient(student_logits, teacher_logits, labels, T: float
     """Asserts that autograd's gradient of ``kdbook.distillation_loss`` equals
     ``[alpha (q - e_y) + (1 - alpha) T (p_s^T - p_t^T)] / B`` (kd-gradient) to within
     :func:`distillation_gradient_tolerance`; returns the worst ratio."""
-    from kdbook.losses import distillation_loss
-
     leaf = student_logits.detach().clone().requires_grad_(True)
-    loss = distillation_loss(leaf, teacher_logits, labels, temperature=T, alpha=alpha)
+    loss = losses.distillation_loss(leaf, teacher_logits, labels, temperature=T, alpha=alpha)
     (grad,) = torch.autograd.grad(loss, leaf)
     n = student_logits.shape[1]
     onehot = torch.nn.functional.one_hot(labels, n).to(student_logits.dtype)
@@ -518,9 +512,7 @@ def kl_error_bound(student_logits: torch.Tensor, teacher_logits: torch.Tensor, T
     With ``teacher_as_probabilities`` the teacher enters as ``p_t = softmax(z_t / T)``
     and its logarithm is taken of the probabilities (``xlogy``, or ``F.kl_div`` without
     ``log_target``): one ``log`` more per term."""
-    T = _check_logits(student_logits, T)
-    u = unit_roundoff(student_logits.dtype)
-    k = 2 * ELEMENTARY_ULPS * u
+    T, u, k, _ = _rounding(student_logits, T)
     log_ps = torch.log_softmax(student_logits / T, dim=-1)
     log_pt = torch.log_softmax(teacher_logits / T, dim=-1)
     q = log_pt.exp()

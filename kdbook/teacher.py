@@ -249,8 +249,7 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     recipe = RECIPE
     if args.epochs is not None:
-        recipe = TeacherRecipe(recipe.widths, recipe.batch_size,
-                               TrainConfig(**{**asdict(recipe.train), "epochs": args.epochs}))
+        recipe = dataclasses.replace(recipe, train=dataclasses.replace(recipe.train, epochs=args.epochs))
     with settings.Stopwatch("CIFAR-10 (see provenance)", args.device) as clock:
         _, provenance = train_teacher(recipe, device=args.device, stop_after=args.stop_after,
                                       export=not args.no_export)

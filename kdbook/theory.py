@@ -9,7 +9,13 @@ from __future__ import annotations
 
 from typing import Sequence
 
+import numpy as np
 import sympy as sp
+import torch
+import torch.nn.functional as F
+
+from kdbook import numerics
+from kdbook.losses import check_logit_pair, check_probabilities, check_temperature
 
 
 def logit_symbols(name: str, n: int) -> list[sp.Symbol]:
@@ -199,21 +205,13 @@ def sum_series(expr: sp.Expr, u: sp.Symbol, order: int) -> sp.Expr:
 def softmax_entropy(logits, T: float = 1.0):
     """``H(softmax(logits / T))`` in nats, along the last dimension (from log-softmax, so
     no ``0 * log 0``)."""
-    import torch
-
-    log_p = torch.log_softmax(logits / _positive_temperature(T), dim=-1)
-    return -(log_p.exp() * log_p).sum(dim=-1)
+    return numerics.entropy_from_log_softmax(logits, _positive_temperature(T))
 
 
 def entropy_temperature_derivative(logits, T: float):
     """``dH(softmax(z / T))/dT = Var_{p^T}(z) / T^3`` (chapter "Temperature",
     section sec-temperature-entropy), along the last dimension."""
-    import torch
-
-    T = _positive_temperature(T)
-    p = torch.softmax(logits / T, dim=-1)
-    mean = (p * logits).sum(dim=-1, keepdim=True)
-    return (p * (logits - mean) ** 2).sum(dim=-1) / T**3
+    return numerics.variance_over_t_cubed(logits, _positive_temperature(T))
 
 
 def logit_matching_objective(student_logits, teacher_logits):
@@ -233,10 +231,6 @@ def logit_matching_objective(student_logits, teacher_logits):
 def _positive_temperature(T):
     """A positive finite temperature: a number, or a 0-d tensor (kept, so that autograd
     can differentiate with respect to it)."""
-    import torch
-
-    from kdbook.losses import check_temperature
-
     if isinstance(T, torch.Tensor):
         if T.numel() != 1 or not T.is_floating_point():
             raise TypeError(f"temperature must be a number or a 0-d float tensor, got {T!r}")
@@ -265,8 +259,6 @@ def centred_logit_penalty(z: Sequence[sp.Expr]) -> sp.Expr:
 
 def _probability_table(joint, ndim: int):
     """``joint`` as a numpy object array of sympy numbers, checked to be a distribution."""
-    import numpy as np
-
     table = np.array(joint, dtype=object)
     if table.ndim != ndim:
         raise ValueError(f"joint must be a {ndim}-dimensional table, got {table.ndim} dimensions")
@@ -312,8 +304,6 @@ def conditional_mutual_information(joint) -> sp.Expr:
 
 def marginal(joint, keep: Sequence[int]) -> list:
     """The marginal of a joint table over the axes in ``keep`` (in that order), as nested lists."""
-    import numpy as np
-
     table = np.array(joint, dtype=object)
     keep = list(keep)
     if sorted(set(keep)) != sorted(keep) or not all(0 <= k < table.ndim for k in keep):
@@ -357,15 +347,6 @@ def prediction_joint(p_x: Sequence, teacher: Sequence[Sequence], student: Sequen
 # information identities for predictions and drawn labels.
 
 
-def _logit_pair(student_logits, teacher_logits):
-    """Both logit tensors checked: floating, shape (batch, classes), the same shape."""
-    from kdbook.losses import check_logits, check_same_shape
-
-    check_logits(student_logits, "student_logits")
-    check_logits(teacher_logits, "teacher_logits")
-    check_same_shape(student_logits, teacher_logits, "teacher_logits")
-
-
 def soft_loss_two_temperatures(student_logits, teacher_logits, T_teacher, T_student):
     """``KL(softmax(z_t / T_teacher) || softmax(z_s / T_student))``, averaged over the batch,
     without any ``T^2`` factor.
@@ -373,9 +354,7 @@ def soft_loss_two_temperatures(student_logits, teacher_logits, T_teacher, T_stud
     With ``T_teacher = T_student = T`` it is the soft term of the distillation loss. With
     ``T_student = 1`` and ``T_teacher -> 0`` it tends to the cross-entropy of the student
     on the teacher's top class (a unique one): self-training (claim audit, claim 11)."""
-    import torch.nn.functional as F
-
-    _logit_pair(student_logits, teacher_logits)
+    check_logit_pair(student_logits, teacher_logits)
     log_pt = F.log_softmax(teacher_logits / _positive_temperature(T_teacher), dim=1)
     log_ps = F.log_softmax(student_logits / _positive_temperature(T_student), dim=1)
     return F.kl_div(log_ps, log_pt, reduction="batchmean", log_target=True)
@@ -388,7 +367,7 @@ def low_temperature_soft_limit(student_logits, teacher_logits):
     ``A`` the set of the teacher's largest logits (exact ties): for a unique teacher argmax
     ``k*``, the margin ``max_j s_j - s_{k*}``, 0 exactly when the student's top class is
     ``k*``. So ``T^2 KL`` tends to 0 (claim audit, claim 1)."""
-    _logit_pair(student_logits, teacher_logits)
+    check_logit_pair(student_logits, teacher_logits)
     top = (teacher_logits == teacher_logits.max(dim=1, keepdim=True).values).to(student_logits.dtype)
     mean_on_top = (top * student_logits).sum(dim=1) / top.sum(dim=1)
     return (student_logits.max(dim=1).values - mean_on_top).mean()
@@ -398,10 +377,6 @@ def softmax_covariance(p):
     """``diag(p) - p p^T`` for each row ``p`` of a (batch, classes) tensor of probabilities:
     ``T`` times the Jacobian of ``softmax(z / T)`` at ``p = softmax(z / T)``. Its largest
     eigenvalue is at most 1/2 (claim audit, claims 4 and 5)."""
-    import torch
-
-    from kdbook.losses import check_probabilities
-
     # the tolerance only screens out tensors that are not probabilities at all
     check_probabilities(p, "p", atol=1e-6)
     return torch.diag_embed(p) - p[:, :, None] * p[:, None, :]
@@ -411,7 +386,7 @@ def scaled_gradient_bound(student_logits, teacher_logits):
     """``(1/2) ||c_s - c_t||_2`` per example (``c`` the centred logits): for every ``T > 0`` a
     bound on ``||T (p_s^T - p_t^T)||_2``, the logit gradient of ``T^2 KL(p_t^T || p_s^T)``
     (claim audit, claims 4 and 5)."""
-    _logit_pair(student_logits, teacher_logits)
+    check_logit_pair(student_logits, teacher_logits)
     difference = student_logits - teacher_logits
     return (difference - difference.mean(dim=1, keepdim=True)).norm(dim=1) / 2
 

@@ -16,6 +16,7 @@ from kdbook.learned_temperature import LearnedTemperature, learned_temperature_l
 from kdbook.losses import dkd_loss_parts, standardized_distillation_loss
 from kdbook.models import StudentCNN, TeacherNet
 from kdbook.train import (
+    ADDED_SETTINGS,
     BEYOND_HINTON_SETTINGS,
     UNLABELLED,
     OnlineTeacher,
@@ -94,11 +95,11 @@ def test_train_config_checks_the_new_settings(changes, exc, name):
 
 
 def test_new_settings_are_registered_with_their_defaults():
-    """Stored runs keep their keys: every new TrainConfig setting is in ADDED_TRAIN_SETTINGS
+    """Stored runs keep their keys: every new TrainConfig setting is in train.ADDED_SETTINGS
     with its default, and a default spec's key dict has none of them."""
     defaults = TrainConfig()
     for name in BEYOND_HINTON_SETTINGS:
-        assert runs.ADDED_TRAIN_SETTINGS[name] == getattr(defaults, name), name
+        assert ADDED_SETTINGS[name] == getattr(defaults, name), name
     assert runs.ADDED_SPEC_SETTINGS["validation_per_class"] is None
     d = runs.RunSpec(name="x", train=TrainConfig()).config_dict()
     assert "validation_per_class" not in d and not set(BEYOND_HINTON_SETTINGS) & set(d["train"])

@@ -39,8 +39,6 @@ def test_pairing_removes_the_noise_the_arms_share():
     est, ci = fd.paired(a, b)
     assert est == pytest.approx(1.0)
     assert ci[0] > 0  # paired: clearly positive
-    est_u, ci_u = fd.welch(a, b)
-    assert ci_u[0] < 0 < ci_u[1]  # unpaired: the seed spread swamps the gain
 
 
 @pytest.mark.parametrize("ci, n, sign, expected", [

@@ -14,6 +14,8 @@ arm is exploratory.
 
 from __future__ import annotations
 
+import functools
+import operator
 from typing import Callable
 
 from kdbook.exercises import ExerciseFailure
@@ -34,10 +36,7 @@ def _differences(got: dict, expected: dict, prefix: str = "") -> list[str]:
 
 
 def _setting(spec: dict, path: str):
-    value = spec
-    for part in path.split("."):
-        value = value[part]
-    return value
+    return functools.reduce(operator.getitem, path.split("."), spec)
 
 
 def _with_setting(spec: dict, path: str, value) -> dict:
