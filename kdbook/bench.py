@@ -138,9 +138,9 @@ def pil_batches(loader, device):
         yield Batch(images.to(device, non_blocking=True), labels.to(device, non_blocking=True), None, None)
 
 
-def make_student(device, channels_last: bool):
+def make_student(device, channels_last: bool, dims: dict | None = None):
     torch.manual_seed(0)
-    student = StudentCNN(**BENCH["student"]).to(device)
+    student = StudentCNN(**(dims or BENCH["student"])).to(device)
     return student.to(memory_format=torch.channels_last) if channels_last else student
 
 
@@ -337,37 +337,47 @@ def _time_loss_alone(config, device, steps: int) -> float:
     return timed(device, step, steps)
 
 
-def time_precision(device: torch.device, steps: int = 3, rounds: int = 3, teacher_batch: int = 64) -> dict:
-    """Seconds per student training step (batch 256) and per teacher forward pass (batch
-    ``teacher_batch``) in float32 and in the low precision torch autocasts to here (bfloat16
-    on a CPU, whether or not it computes it natively; the device's dtype on a GPU), the two
-    taking turns ``rounds`` times (median round): the measurement behind
-    :func:`kdbook.settings.autocast_dtype`'s choice of float32 on CPUs without bfloat16."""
+def time_precision(device: torch.device, steps: int = 3, rounds: int = 3, teacher_batch: int = 64,
+                   student: tuple[int, int] | None = None) -> dict:
+    """Seconds per student training step (batch 256; the student ``(width, depth)``, default
+    the experiments' one), in the NCHW and the NHWC (channels-last) layout, and per teacher
+    forward pass (batch ``teacher_batch``), in float32 and in the low precision torch
+    autocasts to here (bfloat16 on a CPU, whether or not it computes it natively; the
+    device's dtype on a GPU), each taking turns ``rounds`` times (median round): the
+    measurement behind :func:`kdbook.settings.autocast_dtype`'s choice of float32 on CPUs
+    without bfloat16, and behind the born-again chains' ``experiments.BAN_TRAIN``."""
     low = torch.bfloat16 if device.type == "cpu" else settings.autocast_dtype(device)
     g = torch.Generator().manual_seed(0)
     images = torch.randn(BENCH["batch_size"], 3, 32, 32, generator=g).to(device)
     labels = torch.randint(0, 10, (BENCH["batch_size"],), generator=g).to(device)
-    student, teacher = make_student(device, False), freeze(TeacherNet().to(device))
-    optimizer = torch.optim.SGD(student.parameters(), lr=0.01)
+    dims = BENCH["student"] if student is None else dict(width=student[0], depth=student[1])
+    teacher = freeze(TeacherNet().to(device))
 
     def precision(dtype):
         return contextlib.nullcontext() if dtype == torch.float32 else torch.autocast(device.type, dtype=dtype)
 
-    def student_step(dtype):
-        with precision(dtype):
-            logits = student(images)
-        optimizer.zero_grad(set_to_none=True)
-        F.cross_entropy(logits.float(), labels).backward()
-        optimizer.step()
+    def student_step(channels_last: bool):
+        model = make_student(device, channels_last, dims)
+        batch = images.contiguous(memory_format=torch.channels_last) if channels_last else images
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+
+        def step(dtype):
+            with precision(dtype):
+                logits = model(batch)
+            optimizer.zero_grad(set_to_none=True)
+            F.cross_entropy(logits.float(), labels).backward()
+            optimizer.step()
+        return step
 
     def teacher_forward(dtype):
         with torch.no_grad(), precision(dtype):
             teacher(images[:teacher_batch])
 
-    seconds = {task: {str(d).removeprefix("torch."): [] for d in (torch.float32, low)}
-               for task in ("student_step", "teacher_forward")}
+    tasks = {"student_step": student_step(False), "student_step_nhwc": student_step(True),
+             "teacher_forward": teacher_forward}
+    seconds = {task: {str(d).removeprefix("torch."): [] for d in (torch.float32, low)} for task in tasks}
     for _ in range(rounds):
-        for task, fn in (("student_step", student_step), ("teacher_forward", teacher_forward)):
+        for task, fn in tasks.items():
             for dtype in (torch.float32, low):
                 fn(dtype)  # warm-up
                 seconds[task][str(dtype).removeprefix("torch.")].append(timed(device, lambda: fn(dtype), steps) / steps)
@@ -377,7 +387,7 @@ def time_precision(device: torch.device, steps: int = 3, rounds: int = 3, teache
         "torch": torch.__version__, "device": settings.describe_device(device), "threads": torch.get_num_threads(),
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "cpu_computes_bfloat16": settings.cpu_computes_bfloat16(), "low_precision": low_name,
-        "steps": steps, "rounds": rounds, "teacher_batch": teacher_batch, "seconds": median,
+        "student": dims, "steps": steps, "rounds": rounds, "teacher_batch": teacher_batch, "seconds": median,
         "low_over_float32": {task: v[low_name] / v["float32"] for task, v in median.items()},
     }
 
@@ -386,11 +396,12 @@ def report_precision(result: dict) -> str:
     low = result["low_precision"]
     lines = [f"torch {result['torch']} | device {result['device']} | threads {result['threads']} | "
              f"CPU capability {result['cpu_capability']} | native bfloat16 {result['cpu_computes_bfloat16']}",
-             "", f"{'':<36}{'float32 (s)':>12}{low + ' (s)':>16}{'ratio':>8}"]
-    for task, label in (("student_step", "student training step, batch 256"),
+             "", f"{'':<42}{'float32 (s)':>12}{low + ' (s)':>16}{'ratio':>8}"]
+    student = "StudentCNN({width}, {depth}) step, batch 256".format(**result["student"])
+    for task, label in (("student_step", f"{student}, NCHW"), ("student_step_nhwc", f"{student}, NHWC"),
                         ("teacher_forward", f"teacher forward, batch {result['teacher_batch']}")):
         s = result["seconds"][task]
-        lines.append(f"{label:<36}{s['float32']:>12.3f}{s[low]:>16.3f}{result['low_over_float32'][task]:>8.2f}")
+        lines.append(f"{label:<42}{s['float32']:>12.3f}{s[low]:>16.3f}{result['low_over_float32'][task]:>8.2f}")
     return "\n".join(lines)
 
 
@@ -416,13 +427,15 @@ def main(argv=None) -> dict:
                         help="time a training step of KD, DKD, LS-KD and CTKD instead (chapter Beyond Hinton)")
     parser.add_argument("--precision", action="store_true",
                         help="time float32 against bfloat16 (or the GPU's autocast dtype) instead")
+    parser.add_argument("--student", type=int, nargs=2, metavar=("WIDTH", "DEPTH"), default=None,
+                        help="with --precision: the student to time (default 16 1; the born-again chains': 32 2)")
     args = parser.parse_args(argv)
     device = torch.device(args.device) if args.device else settings.device()
     if device.type == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda but CUDA is not available here")
     start = time.perf_counter()
     if args.precision:
-        result = time_precision(device, steps=min(args.steps, 3))
+        result = time_precision(device, steps=min(args.steps, 3), student=args.student)
     elif args.methods:
         result = time_methods(device, args.steps, amp=not args.no_amp, channels_last=not args.no_channels_last)
     else:

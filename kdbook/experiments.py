@@ -228,8 +228,9 @@ BAN_STUDENT = (32, 2)  # about 290k parameters, against the 24k default student
 # Stored after the full profile's other runs, so free to take the fastest setting on the
 # book's 2-core CPU (AVX-512 without AVX512_BF16), one thread, batch 256: a training step of
 # this student took 0.67-0.79 s in NHWC and 0.94-1.00 s in NCHW in float32, and 1.9-2.0 s in NHWC
-# under bfloat16 autocast, which that CPU emulates (python tools/time_ban_step.py). float32
-# everywhere, so that a chain resumed on another machine computes in the same precision.
+# under bfloat16 autocast, which that CPU emulates (OMP_NUM_THREADS=1 python -m kdbook.bench
+# --precision --student 32 2). float32 everywhere, so that a chain resumed on another machine
+# computes in the same precision.
 BAN_TRAIN = dict(channels_last=True, amp=False)
 BAN_ALPHAS = {"ban": 0.0, "ban_labels": 0.5}  # BAN: the teacher only; BAN+L: the labels too
 
