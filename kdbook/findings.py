@@ -56,8 +56,11 @@ class Finding:
             raise ValueError(f"verdict must be one of {VERDICTS}, got {self.verdict!r}")
 
     def summary(self) -> str:
+        # A born-again finding pairs by chain (each generation has its own seed): its
+        # replicates are chains.
+        unit = "chain" if "by chain" in self.method else "seed"
         return (f"{self.estimate:+.2f} points, 95% CI [{self.ci[0]:+.2f}, {self.ci[1]:+.2f}], "
-                f"{self.n_seeds} seeds: {self.verdict}")
+                f"{self.n_seeds} {unit}{'' if self.n_seeds == 1 else 's'}: {self.verdict}")
 
 
 # -----------------------------------------------------------------------------

@@ -3,6 +3,7 @@ the stored results it is computed from."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import subprocess
@@ -75,6 +76,15 @@ def test_compare_pairs_by_seed_and_refuses_mismatched_seeds():
 def test_single_seed_comparisons_are_exploratory_however_large():
     found = fd.single_seed("x", "c", "claim", [run_result(0, 50.0)], [run_result(0, 90.0)], (0.5, 10))
     assert found.verdict == "exploratory" and found.ci[0] > 0
+
+
+def test_summary_names_the_replicates_a_finding_pairs():
+    finding = fd.Finding("x", "c", "claim", 1.0, (0.5, 1.5), 3, "supported", "paired, t interval", ())
+    assert finding.summary() == "+1.00 points, 95% CI [+0.50, +1.50], 3 seeds: supported"
+    by_chain = dataclasses.replace(finding, method="paired by chain, t interval")
+    assert by_chain.summary().endswith("3 chains: supported")
+    one = dataclasses.replace(finding, n_seeds=1, verdict="exploratory")
+    assert one.summary().endswith("1 seed: exploratory")
 
 
 def test_pooled_sd():
